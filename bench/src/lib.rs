@@ -1,0 +1,1 @@
+//! Kaskade's benchmarks and load generator.

@@ -1,0 +1,1 @@
+//! The control plane: where nodes and rooms are registered. One trait, several backends.

@@ -1,0 +1,1 @@
+//! The pure forwarding core: decisions on the packet path, no I/O, time passed in.

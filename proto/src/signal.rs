@@ -1,0 +1,399 @@
+//! The WebSocket signalling protocol between a client and a node (`/ws`), as JSON text frames.
+//!
+//! Every frame is one JSON object with a `"type"` field naming the message (snake_case). A client
+//! holds two peer connections: a *publish* connection that the client offers (it adds and removes
+//! its own tracks and renegotiates by sending a new `publish_offer`), and a *subscribe* connection
+//! that the node offers (it adds and removes remote tracks and renegotiates by sending a new
+//! `subscribe_offer`). Each side offers on one connection only, so offers never collide.
+//!
+//! The full message flow is described in `docs/signalling.md`.
+
+use crate::ids::{ParticipantId, RoomName, TrackId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Largest WebSocket message a node accepts; larger ones close the socket with code 1009.
+pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest display name; longer ones are refused with `bad_request`.
+pub const MAX_DISPLAY_NAME_LEN: usize = 64;
+/// Longest chat text; longer ones are refused with `bad_request`.
+pub const MAX_CHAT_LEN: usize = 4096;
+
+/// What a published track carries, as the publisher declared it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+    ScreenAudio,
+    /// A WHIP publisher or a client that did not say.
+    Unknown,
+}
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// One published track as the room knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub id: TrackId,
+    pub participant: ParticipantId,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    /// Simulcast layers (RIDs) the publisher sends, lowest quality first; empty without simulcast.
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// True while the publisher has it muted.
+    #[serde(default)]
+    pub muted: bool,
+}
+
+/// One participant as the room knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub name: String,
+}
+
+/// A client's wish for one track's simulcast layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerChoice {
+    /// Lowest layer.
+    Low,
+    Medium,
+    /// Highest layer.
+    High,
+}
+
+/// An ICE candidate from the client (trickle ICE), in the browser's `RTCIceCandidateInit` shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+}
+
+/// Which of the client's two peer connections a message is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerRole {
+    Publish,
+    Subscribe,
+}
+
+/// Messages a client sends to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// First message: enter `room` as `name`. With `auto_subscribe` (default true) the node
+    /// subscribes the client to every track in the room, present and future.
+    Join {
+        room: RoomName,
+        name: String,
+        #[serde(default = "default_true")]
+        auto_subscribe: bool,
+    },
+    /// Offer for the publish connection. `sources` maps the offer's m-line `mid`s to what each
+    /// track carries, so other participants can tell the camera from the screen.
+    PublishOffer {
+        sdp: String,
+        #[serde(default)]
+        sources: BTreeMap<String, TrackSource>,
+    },
+    /// Answer to the node's `subscribe_offer`.
+    SubscribeAnswer { sdp: String },
+    /// A trickled ICE candidate for one of the two connections.
+    Candidate {
+        role: PeerRole,
+        candidate: IceCandidate,
+    },
+    /// Subscribe to one track (only needed with `auto_subscribe: false`).
+    Subscribe {
+        track: TrackId,
+        #[serde(default)]
+        layer: Option<LayerChoice>,
+    },
+    /// Stop receiving one track.
+    Unsubscribe { track: TrackId },
+    /// Pick the simulcast layer received for one track.
+    SetLayer { track: TrackId, layer: LayerChoice },
+    /// Tell the room one's own track is muted or unmuted (media may keep flowing as silence/black).
+    SetMuted { track: TrackId, muted: bool },
+    /// A chat message to everyone in the room.
+    Chat { text: String },
+    /// Leave the room; the node closes the socket afterwards.
+    Leave,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Messages a node sends to a client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Reply to `join`: who you are, who is here and what they publish.
+    Joined {
+        participant: ParticipantId,
+        room: RoomName,
+        participants: Vec<ParticipantInfo>,
+        tracks: Vec<TrackInfo>,
+    },
+    /// Answer for the publish connection, and the tracks the offer published (by `mid`).
+    PublishAnswer {
+        sdp: String,
+        tracks: BTreeMap<String, TrackId>,
+    },
+    /// Offer for the subscribe connection; `tracks` maps its `mid`s to the tracks they carry.
+    SubscribeOffer {
+        sdp: String,
+        tracks: BTreeMap<String, TrackId>,
+    },
+    ParticipantJoined { participant: ParticipantInfo },
+    ParticipantLeft { participant: ParticipantId },
+    TrackPublished { track: TrackInfo },
+    TrackUnpublished { track: TrackId },
+    TrackMuted { track: TrackId, muted: bool },
+    Chat {
+        from: ParticipantId,
+        name: String,
+        text: String,
+        /// Milliseconds since the Unix epoch, node clock.
+        ts: u64,
+    },
+    /// Something the client sent was refused; the session goes on unless `fatal`.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default)]
+        fatal: bool,
+    },
+}
+
+/// Machine-readable reason of an `error` message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame was not JSON, not an object, or a field had the wrong type.
+    InvalidJson,
+    /// The frame's `type` is not a message this node knows.
+    UnknownMessage,
+    /// A field's value was refused (bad room name, empty or too long text, …).
+    BadRequest,
+    /// A message other than `join` arrived before `join`, or `join` came twice.
+    NotJoined,
+    AlreadyJoined,
+    /// The SDP could not be parsed or negotiated.
+    InvalidSdp,
+    /// The named track does not exist (any more).
+    UnknownTrack,
+    /// A binary frame was sent; only text frames carry signalling.
+    BinaryNotSupported,
+    /// The node failed; the message may be retried.
+    Internal,
+}
+
+/// Why a client frame could not be decoded into a [`ClientMessage`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is larger than {MAX_SIGNAL_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("not a JSON object: {0}")]
+    InvalidJson(String),
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    #[error("invalid {kind} message: {reason}")]
+    InvalidFields { kind: String, reason: String },
+}
+
+impl DecodeError {
+    /// The error code a client is sent for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::TooLarge | DecodeError::InvalidFields { .. } => ErrorCode::BadRequest,
+            DecodeError::InvalidJson(_) => ErrorCode::InvalidJson,
+            DecodeError::UnknownType(_) => ErrorCode::UnknownMessage,
+        }
+    }
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "join",
+    "publish_offer",
+    "subscribe_answer",
+    "candidate",
+    "subscribe",
+    "unsubscribe",
+    "set_layer",
+    "set_muted",
+    "chat",
+    "leave",
+];
+
+impl ClientMessage {
+    /// Decodes one text frame, telling apart "not JSON", "unknown type" and "bad fields", and
+    /// checking the field limits that serde cannot express.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        if text.len() > MAX_SIGNAL_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge);
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;
+        let kind = match value.get("type") {
+            Some(serde_json::Value::String(t)) => t.clone(),
+            _ if !value.is_object() => {
+                return Err(DecodeError::InvalidJson("expected a JSON object".into()));
+            }
+            _ => return Err(DecodeError::UnknownType(String::new())),
+        };
+        if !CLIENT_TYPES.contains(&kind.as_str()) {
+            return Err(DecodeError::UnknownType(kind));
+        }
+        let msg: ClientMessage =
+            serde_json::from_value(value).map_err(|e| DecodeError::InvalidFields {
+                kind: kind.clone(),
+                reason: e.to_string(),
+            })?;
+        msg.check_limits()
+            .map_err(|reason| DecodeError::InvalidFields { kind, reason })?;
+        Ok(msg)
+    }
+
+    fn check_limits(&self) -> Result<(), String> {
+        match self {
+            ClientMessage::Join { name, .. } => {
+                let name = name.trim();
+                if name.is_empty() {
+                    return Err("display name is empty".into());
+                }
+                if name.chars().count() > MAX_DISPLAY_NAME_LEN {
+                    return Err(format!(
+                        "display name is longer than {MAX_DISPLAY_NAME_LEN} characters"
+                    ));
+                }
+                if name.chars().any(char::is_control) {
+                    return Err("display name contains control characters".into());
+                }
+            }
+            ClientMessage::Chat { text } => {
+                if text.trim().is_empty() {
+                    return Err("chat text is empty".into());
+                }
+                if text.chars().count() > MAX_CHAT_LEN {
+                    return Err(format!("chat text is longer than {MAX_CHAT_LEN} characters"));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl ServerMessage {
+    /// Encodes for a text frame.
+    pub fn encode(&self) -> String {
+        // A ServerMessage holds only strings, numbers, maps and enums: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"encoding failed","fatal":false}"#.into()
+        })
+    }
+
+    /// Shorthand for a non-fatal error.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+            fatal: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_decodes_with_default_auto_subscribe() {
+        let m = ClientMessage::decode(r#"{"type":"join","room":"r1","name":"Ada"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Join {
+                room: RoomName::parse("r1").unwrap(),
+                name: "Ada".into(),
+                auto_subscribe: true
+            }
+        );
+    }
+
+    #[test]
+    fn publish_offer_carries_sources_by_mid() {
+        let m = ClientMessage::decode(
+            r#"{"type":"publish_offer","sdp":"v=0","sources":{"0":"microphone","2":"screen"}}"#,
+        )
+        .unwrap();
+        let ClientMessage::PublishOffer { sources, .. } = m else {
+            panic!("wrong variant")
+        };
+        assert_eq!(sources.get("2"), Some(&TrackSource::Screen));
+    }
+
+    #[test]
+    fn garbage_is_invalid_json() {
+        let e = ClientMessage::decode("not json{").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidJson);
+        let e = ClientMessage::decode("[1,2]").unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidJson);
+    }
+
+    #[test]
+    fn unknown_type_is_reported_as_such() {
+        let e = ClientMessage::decode(r#"{"type":"fly","to":"moon"}"#).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownMessage);
+        let e = ClientMessage::decode(r#"{"no_type":1}"#).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::UnknownMessage);
+    }
+
+    #[test]
+    fn bad_fields_are_bad_request() {
+        for bad in [
+            r#"{"type":"join","room":"a b","name":"x"}"#,
+            r#"{"type":"join","room":"r","name":"   "}"#,
+            r#"{"type":"join","room":"r"}"#,
+            r#"{"type":"chat","text":""}"#,
+            r#"{"type":"chat","text":5}"#,
+            r#"{"type":"set_layer","track":"t1","layer":"ultra"}"#,
+        ] {
+            let e = ClientMessage::decode(bad).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::BadRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn oversized_text_is_refused_before_parsing() {
+        let big = format!(
+            r#"{{"type":"chat","text":"{}"}}"#,
+            "x".repeat(MAX_SIGNAL_MESSAGE_BYTES)
+        );
+        assert!(matches!(
+            ClientMessage::decode(&big),
+            Err(DecodeError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn server_messages_are_tagged_snake_case() {
+        let s = ServerMessage::error(ErrorCode::UnknownTrack, "no such track").encode();
+        assert!(s.contains(r#""type":"error""#));
+        assert!(s.contains(r#""code":"unknown_track""#));
+    }
+}
