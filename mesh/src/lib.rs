@@ -1,5 +1,12 @@
 //! Kaskade's media engine. `core` holds the forwarding decisions as plain structs with no I/O and
 //! explicit time (sequence rewriting, packet cache, keyframe-request throttle, simulcast layer
-//! selection); the actors that own rooms, participants and forwarders wrap them.
+//! selection); `forwarder` composes them per published track for the packet path; `room` and
+//! `directory` are the actors and index that own room membership and track directories.
 
 pub mod core;
+pub mod directory;
+pub mod forwarder;
+pub mod room;
+
+pub use directory::{RoomDirectory, RoomError};
+pub use room::{RoomMsg, RoomSnapshot};

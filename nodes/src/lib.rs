@@ -1,7 +1,86 @@
 //! The Kaskade node: wires signalling (axum), the WebRTC edge, the mesh actors and the control plane
 //! together. `main.rs` and the end-to-end test binary both call [`run_cli`].
 
+pub mod config;
+pub mod edge;
+pub mod http;
+pub mod metrics;
+
+use anyhow::Context;
+use clap::Parser;
+use config::{Cli, Command, LogFormat, NodeConfig};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
 /// Parses the command line and runs the chosen subcommand.
 pub fn run_cli() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Node(args) => {
+            let config = args.resolve()?;
+            init_logging(config.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(run_node(config))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("KASKADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs one node until Ctrl-C or SIGTERM.
+pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let (engine, media_addr) =
+        edge::engine::spawn(config.rtc, config.advertise, metrics.clone())
+            .with_context(|| format!("binding the media socket {}", config.rtc))?;
+    let rooms = kaskade_mesh::RoomDirectory::new();
+    let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics);
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding HTTP {}", config.http))?;
+    let http_addr = listener.local_addr()?;
+    info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, "node started");
+    println!(
+        "Kaskade node {} ready: open http://{}/ (media udp {})",
+        config.node_id, http_addr, media_addr
+    );
+    axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    info!(node = %config.node_id, "node stopped");
     Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -93,7 +93,10 @@ mod tests {
     fn room_names_are_validated() {
         assert!(RoomName::parse("class-7b_2026.x").is_ok());
         assert_eq!(RoomName::parse(""), Err(RoomNameError::Empty));
-        assert_eq!(RoomName::parse(&"a".repeat(65)), Err(RoomNameError::TooLong));
+        assert_eq!(
+            RoomName::parse(&"a".repeat(65)),
+            Err(RoomNameError::TooLong)
+        );
         assert_eq!(RoomName::parse("a/b"), Err(RoomNameError::BadCharacter));
         assert_eq!(RoomName::parse("ä"), Err(RoomNameError::BadCharacter));
     }

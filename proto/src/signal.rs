@@ -159,11 +159,22 @@ pub enum ServerMessage {
         sdp: String,
         tracks: BTreeMap<String, TrackId>,
     },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantLeft { participant: ParticipantId },
-    TrackPublished { track: TrackInfo },
-    TrackUnpublished { track: TrackId },
-    TrackMuted { track: TrackId, muted: bool },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant: ParticipantId,
+    },
+    TrackPublished {
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        track: TrackId,
+    },
+    TrackMuted {
+        track: TrackId,
+        muted: bool,
+    },
     Chat {
         from: ParticipantId,
         name: String,
@@ -290,7 +301,9 @@ impl ClientMessage {
                     return Err("chat text is empty".into());
                 }
                 if text.chars().count() > MAX_CHAT_LEN {
-                    return Err(format!("chat text is longer than {MAX_CHAT_LEN} characters"));
+                    return Err(format!(
+                        "chat text is longer than {MAX_CHAT_LEN} characters"
+                    ));
                 }
             }
             _ => {}

@@ -1,1 +1,27 @@
 //! The pure forwarding core: decisions on the packet path, no I/O, time passed in.
+//!
+//! Every type here is a plain struct driven by its caller with an explicit `Instant`; nothing
+//! reads the clock, spawns, or touches the network. Payload parsers are total: truncated or
+//! garbage bytes yield `None`/`false`, never a panic.
+
+pub mod av1_keyframe;
+pub mod codec;
+pub mod h264_keyframe;
+pub mod keyframe_request_throttle;
+pub mod layer_selector;
+pub mod packet_cache;
+pub mod sequence_rewriter;
+pub mod vp8_descriptor;
+pub mod vp8_rewriter;
+pub mod vp9_keyframe;
+
+#[cfg(test)]
+mod test_support;
+
+pub use codec::{VideoCodec, is_keyframe_start};
+pub use keyframe_request_throttle::{DEFAULT_KEYFRAME_REQUEST_INTERVAL, KeyframeRequestThrottle};
+pub use layer_selector::{LAYER_TIMEOUT, LayerDecision, MAX_LAYER, SimulcastLayerSelector};
+pub use packet_cache::PacketCache;
+pub use sequence_rewriter::{RewrittenHeader, SequenceRewriter};
+pub use vp8_descriptor::{PictureIdWidth, Vp8Descriptor, vp8_descriptor};
+pub use vp8_rewriter::Vp8PictureIdRewriter;

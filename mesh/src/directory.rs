@@ -1,0 +1,136 @@
+//! `RoomDirectory`: the node's index of live `Room` actors by name. It opens a room on first
+//! join and forgets it when the room closes itself; it also keeps per-room member and track
+//! counts for the admin API and metrics without a round trip to every actor.
+
+use crate::room::{MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
+use kaskade_proto::RoomName;
+use kaskade_proto::signal::ParticipantInfo;
+use ractor::{Actor, ActorId, ActorRef};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Why a room operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    #[error("room actor could not be started: {0}")]
+    Spawn(String),
+    #[error("room actor did not answer: {0}")]
+    Unavailable(String),
+}
+
+/// Counts kept for listing rooms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomCounts {
+    pub members: usize,
+    pub tracks: usize,
+}
+
+struct Entry {
+    actor: ActorRef<RoomMsg>,
+    counts: RoomCounts,
+}
+
+#[derive(Default)]
+pub struct RoomDirectory {
+    rooms: Mutex<BTreeMap<RoomName, Entry>>,
+}
+
+impl RoomDirectory {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RoomName, Entry>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live room actor, if the room is open.
+    pub fn get(&self, name: &RoomName) -> Option<ActorRef<RoomMsg>> {
+        self.lock().get(name).map(|e| e.actor.clone())
+    }
+
+    /// Every open room with its counts.
+    pub fn list(&self) -> Vec<(RoomName, RoomCounts)> {
+        self.lock()
+            .iter()
+            .map(|(n, e)| (n.clone(), e.counts))
+            .collect()
+    }
+
+    pub(crate) fn set_counts(&self, name: &RoomName, members: usize, tracks: usize) {
+        if let Some(e) = self.lock().get_mut(name) {
+            e.counts = RoomCounts { members, tracks };
+        }
+    }
+
+    pub(crate) fn remove(&self, name: &RoomName, actor: ActorId) {
+        let mut rooms = self.lock();
+        if rooms.get(name).is_some_and(|e| e.actor.get_id() == actor) {
+            rooms.remove(name);
+        }
+    }
+
+    async fn open(self: &Arc<Self>, name: &RoomName) -> Result<ActorRef<RoomMsg>, RoomError> {
+        if let Some(actor) = self.get(name) {
+            return Ok(actor);
+        }
+        let (actor, _) = Actor::spawn(
+            None,
+            RoomActor,
+            RoomArgs {
+                name: name.clone(),
+                directory: self.clone(),
+            },
+        )
+        .await
+        .map_err(|e| RoomError::Spawn(e.to_string()))?;
+        let mut rooms = self.lock();
+        if let Some(existing) = rooms.get(name) {
+            // Someone else opened it meanwhile: use theirs.
+            actor.stop(None);
+            return Ok(existing.actor.clone());
+        }
+        rooms.insert(
+            name.clone(),
+            Entry {
+                actor: actor.clone(),
+                counts: RoomCounts::default(),
+            },
+        );
+        Ok(actor)
+    }
+
+    /// Joins `name`, opening the room if needed; retries once if the room closed meanwhile.
+    pub async fn join(
+        self: &Arc<Self>,
+        name: &RoomName,
+        info: ParticipantInfo,
+        sink: Option<MemberSink>,
+        hidden: bool,
+    ) -> Result<(ActorRef<RoomMsg>, RoomSnapshot), RoomError> {
+        let mut last_error = String::new();
+        for _ in 0..2 {
+            let actor = self.open(name).await?;
+            let result = ractor::call!(actor, |reply| RoomMsg::Join {
+                info: info.clone(),
+                sink: sink.clone(),
+                hidden,
+                reply
+            });
+            match result {
+                Ok(snapshot) => return Ok((actor, snapshot)),
+                Err(e) => {
+                    last_error = e.to_string();
+                    self.remove(name, actor.get_id());
+                }
+            }
+        }
+        Err(RoomError::Unavailable(last_error))
+    }
+
+    /// The room's current members and tracks, if it is open.
+    pub async fn snapshot(&self, name: &RoomName) -> Option<RoomSnapshot> {
+        let actor = self.get(name)?;
+        ractor::call!(actor, RoomMsg::Snapshot).ok()
+    }
+}

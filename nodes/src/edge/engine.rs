@@ -1,0 +1,1177 @@
+//! The media engine: one event loop on its own thread that owns the shared UDP socket, every peer
+//! connection (sans-I/O `rtc`) and every track forwarder. A datagram is routed to its session by
+//! remote address (or, for a new address, by the ICE ufrag in its STUN request); RTP that comes
+//! out of a publisher's session goes through the track's forwarder straight into the subscribers'
+//! sessions and onto the socket in the same turn of the loop — no task or mailbox in between.
+
+use super::datagram::{DatagramClass, classify, stun_local_ufrag};
+use super::handle::{
+    EdgeError, EdgeEvent, EngineCommand, EngineHandle, EngineStats, EventSink, PublishOutcome,
+    SessionKey, SubscribeOffer, TrackDescriptor,
+};
+use super::offer::parse_offer;
+use super::peer_factory::new_peer;
+use crate::metrics::{self, Metrics};
+use bytes::BytesMut;
+use kaskade_mesh::core::VideoCodec;
+use kaskade_mesh::forwarder::{
+    DownstreamSpec, Forwarded, ForwardedMedia, KeyframeRequest, TrackForwarder,
+};
+use kaskade_proto::signal::{MediaKind, TrackSource};
+use kaskade_proto::{ParticipantId, TrackId};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Datagrams read in one turn before the loop flushes what they produced.
+const READ_BATCH: usize = 64;
+const MAX_DATAGRAM: usize = 2048;
+
+/// Starts the engine on its own thread. `bind` is the media socket; `advertised` the address put in
+/// ICE candidates. Returns the handle and the bound address.
+pub fn spawn(
+    bind: SocketAddr,
+    advertised_ip: Option<std::net::IpAddr>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(EngineHandle, SocketAddr)> {
+    let std_socket = std::net::UdpSocket::bind(bind)?;
+    std_socket.set_nonblocking(true)?;
+    let local = std_socket.local_addr()?;
+    let advertised = SocketAddr::new(advertised_ip.unwrap_or(local.ip()), local.port());
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("kaskade-media".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(error = %e, "media engine runtime failed to start");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match UdpSocket::from_std(std_socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "media socket failed");
+                        return;
+                    }
+                };
+                Engine::new(socket, local, advertised, metrics)
+                    .run(rx)
+                    .await;
+            });
+        })?;
+    Ok((EngineHandle { tx }, local))
+}
+
+struct Inbound {
+    track: TrackId,
+    receiver: RTCRtpReceiverId,
+}
+
+struct Outbound {
+    desc: TrackDescriptor,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    /// Registered with the track's forwarder (after negotiation settled the payload types).
+    attached: bool,
+    wanted_layer: u8,
+}
+
+struct Session {
+    participant: ParticipantId,
+    pc: RTCPeerConnection,
+    ufrag: String,
+    addrs: Vec<SocketAddr>,
+    events: EventSink,
+    /// Publisher side: what each offered mid publishes.
+    published: BTreeMap<String, TrackDescriptor>,
+    inbound: HashMap<String, Inbound>,
+    ssrc_layers: HashMap<u32, (TrackId, u8)>,
+    /// Subscriber side.
+    outbound: HashMap<TrackId, Outbound>,
+    node_offers: bool,
+    awaiting_answer: bool,
+    offer_pending: bool,
+    deadline: Option<Instant>,
+    connected: bool,
+}
+
+struct TrackEntry {
+    desc: TrackDescriptor,
+    publisher: SessionKey,
+    receiver: Option<RTCRtpReceiverId>,
+    /// Publisher codecs as negotiated: (payload type, codec).
+    codecs: Vec<(u8, RTCRtpCodec)>,
+    forwarder: TrackForwarder<SessionKey>,
+}
+
+struct Engine {
+    socket: UdpSocket,
+    local: SocketAddr,
+    advertised: SocketAddr,
+    metrics: Arc<Metrics>,
+    sessions: HashMap<SessionKey, Session>,
+    by_ufrag: HashMap<String, SessionKey>,
+    by_addr: HashMap<SocketAddr, SessionKey>,
+    tracks: HashMap<TrackId, TrackEntry>,
+    next_key: SessionKey,
+    /// Copies produced by forwarders this turn, and the track they belong to.
+    forwarded: Vec<(TrackId, Forwarded<SessionKey>)>,
+    keyframe_requests: Vec<(TrackId, KeyframeRequest)>,
+    dirty: Vec<SessionKey>,
+    /// (subscriber, arrival) of every copy forwarded this turn, for the latency histogram.
+    latency: Vec<(SessionKey, Instant)>,
+    closing: Vec<(SessionKey, String)>,
+}
+
+impl Engine {
+    fn new(
+        socket: UdpSocket,
+        local: SocketAddr,
+        advertised: SocketAddr,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            socket,
+            local,
+            advertised,
+            metrics,
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            tracks: HashMap::new(),
+            next_key: 1,
+            forwarded: Vec::new(),
+            keyframe_requests: Vec::new(),
+            dirty: Vec::new(),
+            latency: Vec::new(),
+            closing: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<EngineCommand>) {
+        info!(media = %self.local, "media engine running");
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = tokio::time::sleep_until(
+                deadline
+                    .map(tokio::time::Instant::from_std)
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1)),
+            );
+            tokio::select! {
+                biased;
+                command = commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.on_command(command);
+                }
+                readable = self.socket.readable() => {
+                    if readable.is_err() { break; }
+                    for _ in 0..READ_BATCH {
+                        match self.socket.try_recv_from(&mut buf) {
+                            Ok((n, from)) => {
+                                let now = Instant::now();
+                                self.on_datagram(&buf[..n], from, now);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = sleep => {}
+            }
+            self.on_timeouts(Instant::now());
+            self.flush();
+        }
+        info!("media engine stopped");
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.sessions.values().filter_map(|s| s.deadline).min()
+    }
+
+    fn on_timeouts(&mut self, now: Instant) {
+        let due: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(s) = self.sessions.get_mut(&key) {
+                if let Err(e) = s.pc.handle_timeout(now) {
+                    debug!(session = key, error = %e, "timeout handling failed");
+                }
+                s.deadline = None;
+            }
+            self.drain_session(key, now);
+        }
+    }
+
+    fn on_datagram(&mut self, data: &[u8], from: SocketAddr, now: Instant) {
+        self.metrics.bytes_in.inc_by(data.len() as u64);
+        let class = classify(data);
+        if class == DatagramClass::Garbage {
+            self.metrics
+                .dropped_datagrams
+                .get_or_create(&metrics::DROP_GARBAGE)
+                .inc();
+            return;
+        }
+        let key = match self.by_addr.get(&from) {
+            Some(key) => *key,
+            None => {
+                let found = (class == DatagramClass::Stun)
+                    .then(|| stun_local_ufrag(data))
+                    .flatten()
+                    .and_then(|ufrag| self.by_ufrag.get(&ufrag).copied());
+                let Some(key) = found else {
+                    self.metrics
+                        .dropped_datagrams
+                        .get_or_create(&metrics::DROP_UNKNOWN_SOURCE)
+                        .inc();
+                    return;
+                };
+                // The remote address is personal data: logged at debug level only, for
+                // connectivity troubleshooting.
+                debug!(session = key, remote = %from, "new remote address for session");
+                self.by_addr.insert(from, key);
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.addrs.push(from);
+                }
+                key
+            }
+        };
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let result = session.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+        if let Err(e) = result {
+            let reason = if class == DatagramClass::Rtp {
+                &metrics::DROP_SRTP
+            } else {
+                &metrics::DROP_GARBAGE
+            };
+            self.metrics.dropped_datagrams.get_or_create(reason).inc();
+            debug!(session = key, error = %e, "datagram refused by session");
+        }
+        self.drain_session(key, now);
+    }
+
+    /// Takes everything a session produced: events, inbound media (forwarded at once) and feedback.
+    fn drain_session(&mut self, key: SessionKey, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        while let Some(event) = session.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let transceivers: Vec<_> = session.pc.get_transceivers().collect();
+                    let mid = transceivers.into_iter().find_map(|t| {
+                        let tr = session.pc.rtp_transceiver(t)?;
+                        (tr.receiver() == Some(init.receiver_id))
+                            .then(|| tr.mid().clone())
+                            .flatten()
+                    });
+                    debug!(session = key, ?mid, track = %init.track_id, rid = ?init.rid, ssrc = init.ssrc, "inbound track opened");
+                    if let Some(desc) = mid.and_then(|m| session.published.get(&m)) {
+                        if let Some(entry) = self.tracks.get_mut(&desc.id) {
+                            entry.receiver = Some(init.receiver_id);
+                            if entry.codecs.is_empty()
+                                && let Some(mut r) = session.pc.rtp_receiver(init.receiver_id)
+                            {
+                                entry.codecs = r
+                                    .get_parameters()
+                                    .rtp_parameters
+                                    .codecs
+                                    .iter()
+                                    .map(|c| (c.payload_type, c.rtp_codec.clone()))
+                                    .collect();
+                            }
+                        }
+                        session.inbound.insert(
+                            init.track_id.clone(),
+                            Inbound {
+                                track: desc.id.clone(),
+                                receiver: init.receiver_id,
+                            },
+                        );
+                    }
+                }
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                    RTCPeerConnectionState::Connected if !session.connected => {
+                        session.connected = true;
+                        info!(session = key, participant = %session.participant, "peer connected");
+                        let _ = session.events.send(EdgeEvent::Connected { session: key });
+                        // Whatever was forwarded before DTLS finished is lost: start every
+                        // subscribed video track on a fresh keyframe.
+                        for id in session.outbound.keys() {
+                            if let Some(entry) = self.tracks.get_mut(id) {
+                                let mut requests = Vec::new();
+                                entry.forwarder.on_keyframe_request(key, now, &mut requests);
+                                for r in requests {
+                                    self.keyframe_requests.push((id.clone(), r));
+                                }
+                            }
+                        }
+                    }
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.closing.push((key, format!("connection {state}")));
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        while let Some(TaggedRTCMessage {
+            now: arrival,
+            message,
+        }) = session.pc.poll_read()
+        {
+            match message {
+                RTCMessage::RtpPacket(rtc_track, packet) => {
+                    let Some(inbound) = session.inbound.get(&rtc_track) else {
+                        debug!(session = key, track = %rtc_track, "RTP for an unknown inbound track");
+                        continue;
+                    };
+                    let Some(entry) = self.tracks.get_mut(&inbound.track) else {
+                        continue;
+                    };
+                    self.metrics.packets_in.inc();
+                    let ssrc = packet.header.ssrc;
+                    let layer = match session.ssrc_layers.get(&ssrc) {
+                        Some((_, layer)) => *layer,
+                        None => {
+                            let rid = session
+                                .pc
+                                .rtp_receiver(inbound.receiver)
+                                .and_then(|r| r.track().rid(ssrc).cloned());
+                            let layer = rid
+                                .and_then(|rid| entry.desc.layers.iter().position(|l| *l == rid))
+                                .unwrap_or(0) as u8;
+                            session
+                                .ssrc_layers
+                                .insert(ssrc, (inbound.track.clone(), layer));
+                            layer
+                        }
+                    };
+                    let mut out = Vec::new();
+                    let mut requests = Vec::new();
+                    entry
+                        .forwarder
+                        .on_packet(layer, packet, arrival, &mut out, &mut requests);
+                    for f in out {
+                        self.latency.push((f.key, arrival));
+                        self.forwarded.push((entry.desc.id.clone(), f));
+                    }
+                    for r in requests {
+                        self.keyframe_requests.push((entry.desc.id.clone(), r));
+                    }
+                }
+                RTCMessage::RtcpPacket(rtc_track, packets) => {
+                    let track = TrackId(rtc_track);
+                    if !session.outbound.contains_key(&track) {
+                        continue;
+                    }
+                    let Some(entry) = self.tracks.get_mut(&track) else {
+                        continue;
+                    };
+                    for p in &packets {
+                        let any = p.as_any();
+                        if any.downcast_ref::<PictureLossIndication>().is_some()
+                            || any.downcast_ref::<FullIntraRequest>().is_some()
+                        {
+                            self.metrics.plis.inc();
+                            let mut requests = Vec::new();
+                            entry.forwarder.on_keyframe_request(key, now, &mut requests);
+                            for r in requests {
+                                self.keyframe_requests.push((track.clone(), r));
+                            }
+                        } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                            self.metrics.nacks.inc();
+                            let lost = nack.nacks.iter().flat_map(|pair| pair.packet_list());
+                            let mut out = Vec::new();
+                            let before = entry.forwarder.stats.retransmitted;
+                            entry.forwarder.on_nack(key, lost, &mut out);
+                            self.metrics
+                                .retransmits
+                                .inc_by(entry.forwarder.stats.retransmitted - before);
+                            for f in out {
+                                self.forwarded.push((track.clone(), f));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.dirty.push(key);
+        self.deliver(now);
+    }
+
+    /// Hands forwarded copies to their subscribers' sessions and keyframe requests to publishers.
+    fn deliver(&mut self, now: Instant) {
+        for (track, f) in std::mem::take(&mut self.forwarded) {
+            let Some(sub) = self.sessions.get_mut(&f.key) else {
+                continue;
+            };
+            if !sub.connected {
+                continue;
+            }
+            let message = TaggedRTCMessage {
+                now,
+                message: RTCMessage::RtpPacket(track.0, f.packet),
+            };
+            if sub.pc.handle_write(message).is_ok() {
+                self.dirty.push(f.key);
+            }
+        }
+        for (track, request) in std::mem::take(&mut self.keyframe_requests) {
+            let Some(entry) = self.tracks.get(&track) else {
+                continue;
+            };
+            let (Some(publisher), Some(receiver)) =
+                (self.sessions.get_mut(&entry.publisher), entry.receiver)
+            else {
+                continue;
+            };
+            if let Some(mut r) = publisher.pc.rtp_receiver(receiver) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc: request.ssrc,
+                };
+                match r.write_rtcp(now, vec![Box::new(pli)]) {
+                    Ok(()) => {
+                        debug!(track = %track, ssrc = request.ssrc, "keyframe requested");
+                        self.metrics.keyframe_requests_sent.inc();
+                        self.dirty.push(entry.publisher);
+                    }
+                    Err(e) => debug!(track = %track, error = %e, "keyframe request failed"),
+                }
+            }
+        }
+    }
+
+    /// Sends what the touched sessions queued and closes sessions that ended.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let mut sent_at: HashMap<SessionKey, Instant> = HashMap::new();
+        for key in dirty {
+            let Some(session) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            while let Some(out) = session.pc.poll_write() {
+                match self
+                    .socket
+                    .try_send_to(&out.message, out.transport.peer_addr)
+                {
+                    Ok(n) => {
+                        self.metrics.packets_out.inc();
+                        self.metrics.bytes_out.inc_by(n as u64);
+                    }
+                    Err(_) => {
+                        self.metrics
+                            .dropped_datagrams
+                            .get_or_create(&metrics::DROP_SEND_FAILED)
+                            .inc();
+                    }
+                }
+            }
+            sent_at.insert(key, Instant::now());
+            session.deadline = session.pc.poll_timeout();
+        }
+        for (key, arrival) in self.latency.drain(..) {
+            if let Some(sent) = sent_at.get(&key) {
+                self.metrics
+                    .forward_latency
+                    .observe(sent.saturating_duration_since(arrival).as_secs_f64());
+            }
+        }
+        for (key, reason) in std::mem::take(&mut self.closing) {
+            self.close_session(key, &reason);
+        }
+    }
+
+    fn on_command(&mut self, command: EngineCommand) {
+        let now = Instant::now();
+        match command {
+            EngineCommand::Publish {
+                session,
+                participant,
+                offer,
+                sources,
+                events,
+                reply,
+            } => {
+                let result = self.publish(session, participant, offer, sources, events, now);
+                let _ = reply.send(result);
+            }
+            EngineCommand::SubscribeAnswering {
+                participant,
+                offer,
+                tracks,
+                events,
+                reply,
+            } => {
+                let result = self.subscribe_answering(participant, offer, tracks, events, now);
+                let _ = reply.send(result);
+            }
+            EngineCommand::SubscribeOffering {
+                participant,
+                tracks,
+                events,
+                reply,
+            } => {
+                let result = self.subscribe_offering(participant, tracks, events, now);
+                let _ = reply.send(result);
+            }
+            EngineCommand::UpdateSubscription {
+                session,
+                add,
+                remove,
+            } => self.update_subscription(session, add, remove, now),
+            EngineCommand::SubscribeAnswer {
+                session,
+                answer,
+                reply,
+            } => {
+                let result = self.subscribe_answer(session, answer, now);
+                let _ = reply.send(result);
+            }
+            EngineCommand::RemoteCandidate {
+                session,
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    let init = RTCIceCandidateInit {
+                        candidate,
+                        sdp_mid,
+                        sdp_mline_index,
+                        ..Default::default()
+                    };
+                    if let Err(e) = s.pc.add_remote_candidate(init) {
+                        debug!(session, error = %e, "remote candidate refused");
+                    }
+                    self.dirty.push(session);
+                }
+            }
+            EngineCommand::SetLayer {
+                session,
+                track,
+                layer,
+            } => {
+                if let Some(entry) = self.tracks.get_mut(&track) {
+                    entry.forwarder.set_wanted_layer(session, layer);
+                }
+                if let Some(o) = self
+                    .sessions
+                    .get_mut(&session)
+                    .and_then(|s| s.outbound.get_mut(&track))
+                {
+                    o.wanted_layer = layer;
+                }
+            }
+            EngineCommand::Close { session } => self.close_session(session, "closed by owner"),
+            EngineCommand::Stats { reply } => {
+                let _ = reply.send(EngineStats {
+                    sessions: self.sessions.len(),
+                    forwarded_tracks: self.tracks.len(),
+                });
+            }
+        }
+        self.metrics.sessions.set(self.sessions.len() as i64);
+    }
+
+    fn insert_session(
+        &mut self,
+        participant: ParticipantId,
+        pc: RTCPeerConnection,
+        ufrag: String,
+        events: EventSink,
+        node_offers: bool,
+    ) -> SessionKey {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.by_ufrag.insert(ufrag.clone(), key);
+        let mut session = Session {
+            participant,
+            pc,
+            ufrag,
+            addrs: Vec::new(),
+            events,
+            published: BTreeMap::new(),
+            inbound: HashMap::new(),
+            ssrc_layers: HashMap::new(),
+            outbound: HashMap::new(),
+            node_offers,
+            awaiting_answer: false,
+            offer_pending: false,
+            deadline: None,
+            connected: false,
+        };
+        session.deadline = session.pc.poll_timeout();
+        self.sessions.insert(key, session);
+        key
+    }
+
+    fn publish(
+        &mut self,
+        existing: Option<SessionKey>,
+        participant: ParticipantId,
+        offer: String,
+        sources: BTreeMap<String, TrackSource>,
+        events: EventSink,
+        now: Instant,
+    ) -> Result<PublishOutcome, EdgeError> {
+        let offered = parse_offer(&offer).map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        let description = RTCSessionDescription::offer(offer)
+            .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        let key = match existing {
+            Some(key) => {
+                if !self.sessions.contains_key(&key) {
+                    return Err(EdgeError::UnknownSession);
+                }
+                key
+            }
+            None => {
+                let peer = new_peer(self.advertised, now)
+                    .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+                self.insert_session(participant.clone(), peer.pc, peer.ufrag, events, false)
+            }
+        };
+        let answer = {
+            let session = self
+                .sessions
+                .get_mut(&key)
+                .ok_or(EdgeError::UnknownSession)?;
+            negotiate_answer(&mut session.pc, description, now)
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                if existing.is_none() {
+                    self.close_session(key, "negotiation failed");
+                }
+                return Err(e);
+            }
+        };
+        let session = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(EdgeError::UnknownSession)?;
+        let mut tracks = BTreeMap::new();
+        for o in &offered {
+            let desc = match session.published.get(&o.mid) {
+                Some(d) => d.clone(),
+                None => TrackDescriptor {
+                    id: new_track_id(),
+                    participant: participant.clone(),
+                    kind: o.kind,
+                    source: sources.get(&o.mid).copied().unwrap_or(match o.kind {
+                        MediaKind::Audio => TrackSource::Microphone,
+                        MediaKind::Video => TrackSource::Camera,
+                    }),
+                    layers: o.rids.clone(),
+                },
+            };
+            tracks.insert(o.mid.clone(), desc);
+        }
+        let removed: Vec<TrackId> = session
+            .published
+            .iter()
+            .filter(|(mid, _)| !tracks.contains_key(*mid))
+            .map(|(_, d)| d.id.clone())
+            .collect();
+        session.published = tracks.clone();
+        self.dirty.push(key);
+        for (mid, desc) in &tracks {
+            if self.tracks.contains_key(&desc.id) {
+                continue;
+            }
+            let media = match desc.kind {
+                MediaKind::Audio => ForwardedMedia::Audio,
+                // The real codec is learnt from the receiver at the first packet; VP8 until then.
+                MediaKind::Video => ForwardedMedia::Video(VideoCodec::Vp8),
+            };
+            let Some(session) = self.sessions.get_mut(&key) else {
+                break;
+            };
+            let codecs = negotiated_codecs(&mut session.pc, mid);
+            let (media, clock_rate) = match codecs.first() {
+                Some((_, c)) if desc.kind == MediaKind::Video => (
+                    ForwardedMedia::Video(VideoCodec::from_mime(&c.mime_type)),
+                    c.clock_rate,
+                ),
+                Some((_, c)) => (media, c.clock_rate),
+                None => (media, 90_000),
+            };
+            info!(participant = %desc.participant, track = %desc.id, kind = ?desc.kind,
+                  layers = desc.layers.len(), "track published");
+            self.tracks.insert(
+                desc.id.clone(),
+                TrackEntry {
+                    desc: desc.clone(),
+                    publisher: key,
+                    receiver: None,
+                    codecs,
+                    forwarder: TrackForwarder::new(media, clock_rate, desc.layers.len().max(1)),
+                },
+            );
+        }
+        for id in &removed {
+            self.remove_track(id);
+        }
+        self.metrics.tracks.set(self.tracks.len() as i64);
+        Ok(PublishOutcome {
+            session: key,
+            answer,
+            tracks,
+            removed,
+        })
+    }
+
+    fn remove_track(&mut self, id: &TrackId) {
+        if self.tracks.remove(id).is_some() {
+            info!(track = %id, "track removed");
+        }
+        self.metrics.tracks.set(self.tracks.len() as i64);
+    }
+
+    fn add_outbound(&mut self, key: SessionKey, desc: &TrackDescriptor) -> Result<(), EdgeError> {
+        let entry = self.tracks.get(&desc.id).ok_or(EdgeError::UnknownTrack)?;
+        let codec = entry
+            .codecs
+            .first()
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| default_codec(desc.kind));
+        let session = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(EdgeError::UnknownSession)?;
+        if session.outbound.contains_key(&desc.id) {
+            return Ok(());
+        }
+        let ssrc = rand::random::<u32>();
+        let kind = match desc.kind {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let track = MediaStreamTrack::new(
+            desc.participant.0.clone(),
+            desc.id.0.clone(),
+            format!("{:?}", desc.source),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec,
+                ..Default::default()
+            }],
+        );
+        let sender = session
+            .pc
+            .add_track(track)
+            .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        let wanted_layer = desc.layers.len().saturating_sub(1) as u8;
+        session.outbound.insert(
+            desc.id.clone(),
+            Outbound {
+                desc: desc.clone(),
+                sender,
+                ssrc,
+                attached: false,
+                wanted_layer,
+            },
+        );
+        Ok(())
+    }
+
+    /// Registers every not-yet-attached outbound leg of a session with its track's forwarder,
+    /// mapping payload types by codec now that negotiation has settled them.
+    fn attach_outbound(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        for (id, out) in session.outbound.iter_mut().filter(|(_, o)| !o.attached) {
+            let Some(entry) = self.tracks.get_mut(id) else {
+                continue;
+            };
+            let Some(mut sender) = session.pc.rtp_sender(out.sender) else {
+                continue;
+            };
+            let theirs = &sender.get_parameters().rtp_parameters.codecs;
+            let payload_types: Vec<(u8, u8)> = entry
+                .codecs
+                .iter()
+                .filter_map(|(pt, c)| {
+                    theirs
+                        .iter()
+                        .find(|t| {
+                            t.rtp_codec.mime_type.eq_ignore_ascii_case(&c.mime_type)
+                                && fmtp_compatible(&t.rtp_codec.sdp_fmtp_line, &c.sdp_fmtp_line)
+                        })
+                        .map(|t| (*pt, t.payload_type))
+                })
+                .collect();
+            if payload_types.is_empty() {
+                warn!(session = key, track = %id, "no common codec with subscriber");
+                continue;
+            }
+            debug!(session = key, track = %id, ?payload_types, "subscriber leg attached");
+            entry.forwarder.add_downstream(DownstreamSpec {
+                key,
+                ssrc: out.ssrc,
+                payload_types,
+                wanted_layer: out.wanted_layer,
+            });
+            out.attached = true;
+            // A leg added to a connected session (renegotiation) needs a keyframe to start;
+            // a new session gets one when it connects.
+            if session.connected {
+                let mut requests = Vec::new();
+                entry
+                    .forwarder
+                    .on_keyframe_request(key, Instant::now(), &mut requests);
+                for r in requests {
+                    self.keyframe_requests.push((id.clone(), r));
+                }
+            }
+        }
+    }
+
+    fn subscribe_answering(
+        &mut self,
+        participant: ParticipantId,
+        offer: String,
+        tracks: Vec<TrackDescriptor>,
+        events: EventSink,
+        now: Instant,
+    ) -> Result<(SessionKey, String), EdgeError> {
+        parse_offer(&offer).map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        let description = RTCSessionDescription::offer(offer)
+            .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        let peer =
+            new_peer(self.advertised, now).map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        let key = self.insert_session(participant, peer.pc, peer.ufrag, events, false);
+        for desc in &tracks {
+            if let Err(e) = self.add_outbound(key, desc) {
+                self.close_session(key, "subscription failed");
+                return Err(e);
+            }
+        }
+        let session = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(EdgeError::UnknownSession)?;
+        match negotiate_answer(&mut session.pc, description, now) {
+            Ok(answer) => {
+                self.attach_outbound(key);
+                self.dirty.push(key);
+                self.deliver(now);
+                Ok((key, answer))
+            }
+            Err(e) => {
+                self.close_session(key, "negotiation failed");
+                Err(e)
+            }
+        }
+    }
+
+    fn subscribe_offering(
+        &mut self,
+        participant: ParticipantId,
+        tracks: Vec<TrackDescriptor>,
+        events: EventSink,
+        now: Instant,
+    ) -> Result<SubscribeOffer, EdgeError> {
+        let peer =
+            new_peer(self.advertised, now).map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        let key = self.insert_session(participant, peer.pc, peer.ufrag, events, true);
+        for desc in &tracks {
+            // A track that vanished meanwhile is simply left out.
+            let _ = self.add_outbound(key, desc);
+        }
+        match self.make_offer(key, now) {
+            Ok(offer) => Ok(offer),
+            Err(e) => {
+                self.close_session(key, "offer failed");
+                Err(e)
+            }
+        }
+    }
+
+    fn make_offer(&mut self, key: SessionKey, now: Instant) -> Result<SubscribeOffer, EdgeError> {
+        let session = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(EdgeError::UnknownSession)?;
+        let offer = session
+            .pc
+            .create_offer(None)
+            .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        session
+            .pc
+            .set_local_description(now, offer)
+            .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        let sdp = session
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| EdgeError::Negotiation("no local description".into()))?;
+        session.awaiting_answer = true;
+        session.offer_pending = false;
+        let mut tracks = BTreeMap::new();
+        let transceivers: Vec<_> = session.pc.get_transceivers().collect();
+        for t in transceivers {
+            let Some(tr) = session.pc.rtp_transceiver(t) else {
+                continue;
+            };
+            let (Some(mid), Some(sender)) = (tr.mid().clone(), tr.sender()) else {
+                continue;
+            };
+            if let Some((id, _)) = session.outbound.iter().find(|(_, o)| o.sender == sender) {
+                tracks.insert(mid, id.clone());
+            }
+        }
+        self.dirty.push(key);
+        Ok(SubscribeOffer {
+            session: key,
+            offer: sdp,
+            tracks,
+        })
+    }
+
+    fn update_subscription(
+        &mut self,
+        key: SessionKey,
+        add: Vec<TrackDescriptor>,
+        remove: Vec<TrackId>,
+        now: Instant,
+    ) {
+        for desc in &add {
+            if let Err(e) = self.add_outbound(key, desc) {
+                debug!(session = key, track = %desc.id, error = %e, "subscription not added");
+            }
+        }
+        for id in &remove {
+            if let Some(entry) = self.tracks.get_mut(id) {
+                entry.forwarder.remove_downstream(key);
+            }
+            if let Some(session) = self.sessions.get_mut(&key)
+                && let Some(out) = session.outbound.remove(id)
+                && let Err(e) = session.pc.remove_track(out.sender)
+            {
+                debug!(session = key, track = %id, error = %e, "remove_track failed");
+            }
+        }
+        let Some(session) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        if !session.node_offers {
+            return;
+        }
+        if session.awaiting_answer {
+            session.offer_pending = true;
+            return;
+        }
+        self.send_offer(key, now);
+    }
+
+    fn send_offer(&mut self, key: SessionKey, now: Instant) {
+        match self.make_offer(key, now) {
+            Ok(offer) => {
+                if let Some(s) = self.sessions.get(&key) {
+                    let _ = s.events.send(EdgeEvent::SubscribeOffer {
+                        session: key,
+                        offer: offer.offer,
+                        tracks: offer.tracks,
+                    });
+                }
+            }
+            Err(e) => warn!(session = key, error = %e, "renegotiation offer failed"),
+        }
+    }
+
+    fn subscribe_answer(
+        &mut self,
+        key: SessionKey,
+        answer: String,
+        now: Instant,
+    ) -> Result<(), EdgeError> {
+        let session = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(EdgeError::UnknownSession)?;
+        if !session.awaiting_answer {
+            return Err(EdgeError::Negotiation(
+                "no offer is waiting for an answer".into(),
+            ));
+        }
+        let description = RTCSessionDescription::answer(answer)
+            .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        session
+            .pc
+            .set_remote_description(now, description)
+            .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        session.awaiting_answer = false;
+        let pending = session.offer_pending;
+        self.attach_outbound(key);
+        self.dirty.push(key);
+        self.deliver(now);
+        if pending {
+            self.send_offer(key, now);
+        }
+        Ok(())
+    }
+
+    fn close_session(&mut self, key: SessionKey, reason: &str) {
+        let Some(mut session) = self.sessions.remove(&key) else {
+            return;
+        };
+        let _ = session.pc.close();
+        while let Some(out) = session.pc.poll_write() {
+            let _ = self
+                .socket
+                .try_send_to(&out.message, out.transport.peer_addr);
+        }
+        self.by_ufrag.remove(&session.ufrag);
+        for addr in &session.addrs {
+            if self.by_addr.get(addr) == Some(&key) {
+                self.by_addr.remove(addr);
+            }
+        }
+        for desc in session.published.values() {
+            self.remove_track(&desc.id);
+        }
+        for id in session.outbound.keys() {
+            if let Some(entry) = self.tracks.get_mut(id) {
+                entry.forwarder.remove_downstream(key);
+            }
+        }
+        info!(session = key, participant = %session.participant, reason, "peer session closed");
+        let _ = session.events.send(EdgeEvent::Closed {
+            session: key,
+            reason: reason.to_owned(),
+        });
+        self.metrics.sessions.set(self.sessions.len() as i64);
+    }
+}
+
+fn negotiate_answer(
+    pc: &mut RTCPeerConnection,
+    offer: RTCSessionDescription,
+    now: Instant,
+) -> Result<String, EdgeError> {
+    pc.set_remote_description(now, offer)
+        .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+    let answer = pc
+        .create_answer(None)
+        .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+    pc.set_local_description(now, answer)
+        .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+    pc.local_description()
+        .map(|d| d.sdp)
+        .ok_or_else(|| EdgeError::Negotiation("no local description".into()))
+}
+
+/// The codecs negotiated on the receiver of the transceiver with this `mid`.
+fn negotiated_codecs(pc: &mut RTCPeerConnection, mid: &str) -> Vec<(u8, RTCRtpCodec)> {
+    let transceivers: Vec<_> = pc.get_transceivers().collect();
+    let receiver = transceivers.into_iter().find_map(|t| {
+        let tr = pc.rtp_transceiver(t)?;
+        (tr.mid().as_deref() == Some(mid))
+            .then(|| tr.receiver())
+            .flatten()
+    });
+    let Some(mut receiver) = receiver.and_then(|r| pc.rtp_receiver(r)) else {
+        return Vec::new();
+    };
+    receiver
+        .get_parameters()
+        .rtp_parameters
+        .codecs
+        .iter()
+        .map(|c| (c.payload_type, c.rtp_codec.clone()))
+        .collect()
+}
+
+fn default_codec(kind: MediaKind) -> RTCRtpCodec {
+    match kind {
+        MediaKind::Audio => RTCRtpCodec {
+            mime_type: "audio/opus".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+            rtcp_feedback: vec![],
+        },
+        MediaKind::Video => RTCRtpCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![],
+        },
+    }
+}
+
+/// H264 profiles and packetization modes must match; other codecs match by name.
+fn fmtp_compatible(a: &str, b: &str) -> bool {
+    fn param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+        fmtp.split(';')
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    }
+    // profile_idc + profile-iop; the level may differ.
+    let profile = |f: &str| {
+        param(f, "profile-level-id").map(|p| p.get(..4).unwrap_or(p).to_ascii_lowercase())
+    };
+    match (profile(a), profile(b)) {
+        (None, None) => true,
+        (pa, pb) => pa == pb && param(a, "packetization-mode") == param(b, "packetization-mode"),
+    }
+}
+
+fn new_track_id() -> TrackId {
+    TrackId(format!("t{:016x}", rand::random::<u64>()))
+}

@@ -1,0 +1,101 @@
+//! Builds the node's side of a peer connection: ICE-lite with fixed random credentials (so the
+//! engine can route STUN by ufrag), one host candidate on the shared media socket, the codecs a
+//! node forwards, and the interceptors it wants. The NACK *responder* is left out on purpose:
+//! retransmissions are answered from the forwarder's per-track packet cache instead of a copy of
+//! every packet per subscriber.
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long without ICE traffic before a session counts as gone (client vanished).
+pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(10);
+pub const ICE_FAILED_AFTER: Duration = Duration::from_secs(20);
+
+/// A fresh peer connection and the ICE ufrag it answers to.
+pub struct NewPeer {
+    pub pc: RTCPeerConnection,
+    pub ufrag: String,
+}
+
+fn random_token(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// Builds a peer connection whose only candidate is `advertised` (the shared media socket).
+pub fn new_peer(
+    advertised: SocketAddr,
+    now: Instant,
+) -> Result<NewPeer, rtc::shared::error::Error> {
+    let ufrag = random_token(16);
+    let pwd = random_token(32);
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.clone(), pwd)
+        .with_ice_timeouts(
+            Some(ICE_DISCONNECTED_AFTER),
+            Some(ICE_FAILED_AFTER),
+            Some(Duration::from_secs(2)),
+        )
+        .build();
+
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    for parameter in ["", "pli"] {
+        media.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    media.register_feedback(
+        RTCPFeedback {
+            typ: "ccm".to_owned(),
+            parameter: "fir".to_owned(),
+        },
+        RtpCodecKind::Video,
+    );
+    configure_simulcast_extension_headers(&mut media)?;
+    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let registry = configure_twcc_receiver_only(registry, &mut media)?;
+    let registry = configure_rtcp_reports(registry);
+
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: advertised.ip().to_string(),
+            port: advertised.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    Ok(NewPeer { pc, ufrag })
+}

@@ -1,0 +1,35 @@
+//! The node's HTTP surface (axum): the web page, `/ws` signalling, WHIP and WHEP, the admin API,
+//! `/healthz` and `/metrics`. Handlers translate HTTP into engine and room operations; they hold
+//! no media state themselves.
+
+mod api;
+mod page;
+mod state;
+mod whip;
+mod ws;
+
+pub use state::AppState;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use kaskade_proto::signal::MAX_SIGNAL_MESSAGE_BYTES;
+
+/// The node's whole router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::app_js))
+        .route("/style.css", get(page::style_css))
+        .route("/ws", get(ws::upgrade))
+        .route("/whip/{room}", post(whip::publish))
+        .route("/whep/{room}", post(whip::subscribe_first))
+        .route("/whep/{room}/{publisher}", post(whip::subscribe_to))
+        .route("/sessions/{id}", delete(whip::end_session))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/api/rooms", get(api::rooms))
+        .route("/api/rooms/{room}", get(api::room))
+        .layer(DefaultBodyLimit::max(MAX_SIGNAL_MESSAGE_BYTES))
+        .with_state(state)
+}

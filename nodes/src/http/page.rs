@@ -1,0 +1,22 @@
+//! The web page, compiled into the binary so a node needs no files beside it.
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+
+pub async fn index() -> Html<&'static str> {
+    Html(include_str!("../../static/index.html"))
+}
+
+pub async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../static/app.js"),
+    )
+}
+
+pub async fn style_css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../static/style.css"),
+    )
+}

@@ -1,0 +1,60 @@
+//! State shared by every HTTP handler: the engine handle, the room directory, metrics, and the
+//! WHIP/WHEP sessions addressable by their `Location`.
+
+use crate::edge::{EngineHandle, SessionKey};
+use crate::metrics::Metrics;
+use kaskade_mesh::RoomDirectory;
+use kaskade_proto::{ParticipantId, RoomName};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A WHIP or WHEP session, as its `Location` names it.
+#[derive(Debug, Clone)]
+pub struct HttpSession {
+    pub engine_session: SessionKey,
+    pub room: RoomName,
+    pub participant: ParticipantId,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node_id: String,
+    pub engine: EngineHandle,
+    pub rooms: Arc<RoomDirectory>,
+    pub metrics: Arc<Metrics>,
+    pub http_sessions: Arc<Mutex<HashMap<String, HttpSession>>>,
+}
+
+impl AppState {
+    pub fn new(
+        node_id: String,
+        engine: EngineHandle,
+        rooms: Arc<RoomDirectory>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            node_id,
+            engine,
+            rooms,
+            metrics,
+            http_sessions: Arc::default(),
+        }
+    }
+
+    pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, HttpSession>> {
+        self.http_sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refreshes the gauges that mirror the room directory.
+    pub fn refresh_room_gauges(&self) {
+        let rooms = self.rooms.list();
+        self.metrics.rooms.set(rooms.len() as i64);
+        self.metrics
+            .participants
+            .set(rooms.iter().map(|(_, c)| c.members as i64).sum());
+    }
+}
+
+pub fn new_participant_id() -> ParticipantId {
+    ParticipantId(format!("p{:016x}", rand::random::<u64>()))
+}

@@ -1,0 +1,269 @@
+//! WHIP (RFC 9725) and WHEP: publish or watch with one HTTP POST of an SDP offer. The answer comes
+//! back with `201 Created` and a `Location` that a `DELETE` ends. A WHIP publisher is a listed
+//! room member; a WHEP viewer is a hidden one.
+
+use super::AppState;
+use super::state::{HttpSession, new_participant_id};
+use crate::edge::{EdgeError, EdgeEvent, EngineCommand, TrackDescriptor};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kaskade_mesh::RoomMsg;
+use kaskade_proto::signal::{MediaKind, ParticipantInfo, TrackInfo, TrackSource};
+use kaskade_proto::{ParticipantId, RoomName};
+use std::collections::BTreeMap;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, format!("{}\n", message.into())).into_response()
+}
+
+fn edge_error(e: EdgeError) -> Response {
+    match e {
+        EdgeError::InvalidSdp(reason) => {
+            text(StatusCode::BAD_REQUEST, format!("invalid SDP: {reason}"))
+        }
+        EdgeError::UnknownTrack => text(StatusCode::NOT_FOUND, "track is gone"),
+        other => text(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+/// Validates the room name, the content type and the body of an SDP POST.
+fn sdp_request(
+    room: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(RoomName, String), Response> {
+    let room = RoomName::parse(room)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("invalid room name: {e}")))?;
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default();
+        if !ct
+            .trim()
+            .to_ascii_lowercase()
+            .starts_with("application/sdp")
+        {
+            return Err(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/sdp",
+            ));
+        }
+    }
+    let sdp = std::str::from_utf8(body)
+        .map_err(|_| text(StatusCode::BAD_REQUEST, "invalid SDP: body is not UTF-8"))?;
+    Ok((room, sdp.to_owned()))
+}
+
+fn created(state: &AppState, session: HttpSession, answer: String, publisher: bool) -> Response {
+    let id = format!("s{:016x}", rand::random::<u64>());
+    let location = format!("/sessions/{id}");
+    let participant = session.participant.0.clone();
+    state.sessions().insert(id, session);
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, "application/sdp".to_owned()),
+            (header::LOCATION, location),
+        ],
+        answer,
+    )
+        .into_response();
+    if publisher && let Ok(v) = participant.parse() {
+        response.headers_mut().insert("x-kaskade-publisher", v);
+    }
+    response
+}
+
+/// Leaves the room when the engine reports the session closed (client gone, ICE timeout).
+fn watch_session(
+    state: AppState,
+    room: RoomName,
+    participant: ParticipantId,
+    mut events: mpsc::UnboundedReceiver<EdgeEvent>,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let EdgeEvent::Closed { reason, .. } = event {
+                info!(room = %room, participant = %participant, reason, "HTTP media session ended");
+                break;
+            }
+        }
+        if let Some(actor) = state.rooms.get(&room) {
+            let _ = actor.cast(RoomMsg::Leave {
+                participant: participant.clone(),
+            });
+        }
+        state.sessions().retain(|_, s| s.participant != participant);
+    });
+}
+
+pub async fn publish(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (room, offer) = match sdp_request(&room, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let participant = new_participant_id();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let outcome = state
+        .engine
+        .request(|reply| EngineCommand::Publish {
+            session: None,
+            participant: participant.clone(),
+            offer,
+            sources: BTreeMap::new(),
+            events: events_tx,
+            reply,
+        })
+        .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return edge_error(e),
+    };
+    let info = ParticipantInfo {
+        id: participant.clone(),
+        name: format!("WHIP {}", &participant.0[1..7]),
+    };
+    let actor = match state.rooms.join(&room, info, None, false).await {
+        Ok((actor, _)) => actor,
+        Err(e) => {
+            let _ = state.engine.send(EngineCommand::Close {
+                session: outcome.session,
+            });
+            warn!(room = %room, error = %e, "WHIP join failed");
+            return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
+    };
+    let tracks: Vec<TrackInfo> = outcome.tracks.values().map(TrackInfo::from).collect();
+    let _ = actor.cast(RoomMsg::Publish { tracks });
+    watch_session(state.clone(), room.clone(), participant.clone(), events_rx);
+    info!(room = %room, participant = %participant, "WHIP publisher joined");
+    let session = HttpSession {
+        engine_session: outcome.session,
+        room,
+        participant,
+    };
+    created(&state, session, outcome.answer, true)
+}
+
+pub async fn subscribe_first(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    subscribe(state, room, None, headers, body).await
+}
+
+pub async fn subscribe_to(
+    State(state): State<AppState>,
+    Path((room, publisher)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    subscribe(state, room, Some(ParticipantId(publisher)), headers, body).await
+}
+
+/// One audio and one video track of `publisher` (or of the room's first publisher), camera first.
+fn pick_tracks(tracks: &[TrackInfo], publisher: Option<&ParticipantId>) -> Vec<TrackDescriptor> {
+    let publisher = match publisher {
+        Some(p) => p.clone(),
+        None => match tracks.first() {
+            Some(t) => t.participant.clone(),
+            None => return Vec::new(),
+        },
+    };
+    let mine: Vec<&TrackInfo> = tracks
+        .iter()
+        .filter(|t| t.participant == publisher)
+        .collect();
+    let audio = mine.iter().find(|t| t.kind == MediaKind::Audio);
+    let video = mine
+        .iter()
+        .find(|t| t.kind == MediaKind::Video && t.source != TrackSource::Screen)
+        .or_else(|| mine.iter().find(|t| t.kind == MediaKind::Video));
+    audio
+        .into_iter()
+        .chain(video)
+        .map(|t| TrackDescriptor::from(*t))
+        .collect()
+}
+
+async fn subscribe(
+    state: AppState,
+    room: String,
+    publisher: Option<ParticipantId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (room, offer) = match sdp_request(&room, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(snapshot) = state.rooms.snapshot(&room).await else {
+        return text(StatusCode::NOT_FOUND, format!("unknown room {room}"));
+    };
+    let tracks = pick_tracks(&snapshot.tracks, publisher.as_ref());
+    if tracks.is_empty() {
+        let what = match &publisher {
+            Some(p) => format!("no publisher {p} in room {room}"),
+            None => format!("room {room} has no publisher"),
+        };
+        return text(StatusCode::NOT_FOUND, what);
+    }
+    let participant = new_participant_id();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let result = state
+        .engine
+        .request(|reply| EngineCommand::SubscribeAnswering {
+            participant: participant.clone(),
+            offer,
+            tracks,
+            events: events_tx,
+            reply,
+        })
+        .await;
+    let (engine_session, answer) = match result {
+        Ok(v) => v,
+        Err(e) => return edge_error(e),
+    };
+    let info = ParticipantInfo {
+        id: participant.clone(),
+        name: "WHEP viewer".into(),
+    };
+    if let Err(e) = state.rooms.join(&room, info, None, true).await {
+        let _ = state.engine.send(EngineCommand::Close {
+            session: engine_session,
+        });
+        return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    watch_session(state.clone(), room.clone(), participant.clone(), events_rx);
+    info!(room = %room, participant = %participant, "WHEP viewer joined");
+    let session = HttpSession {
+        engine_session,
+        room,
+        participant,
+    };
+    created(&state, session, answer, false)
+}
+
+pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(session) = state.sessions().remove(&id) else {
+        return text(StatusCode::NOT_FOUND, "unknown session");
+    };
+    let _ = state.engine.send(EngineCommand::Close {
+        session: session.engine_session,
+    });
+    if let Some(actor) = state.rooms.get(&session.room) {
+        let _ = actor.cast(RoomMsg::Leave {
+            participant: session.participant,
+        });
+    }
+    StatusCode::OK.into_response()
+}
