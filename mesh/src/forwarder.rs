@@ -50,6 +50,8 @@ struct LayerSource {
     ssrc: Option<u32>,
     cache: PacketCache<rtp::packet::Packet>,
     keyframe_requests: KeyframeRequestThrottle,
+    /// A request arrived while throttled: send it as soon as the interval allows.
+    keyframe_pending: bool,
 }
 
 struct Downstream<K> {
@@ -98,6 +100,7 @@ impl<K: Copy + Eq> TrackForwarder<K> {
                 ssrc: None,
                 cache: PacketCache::new(PACKET_CACHE_SIZE),
                 keyframe_requests: KeyframeRequestThrottle::new(keyframe_interval),
+                keyframe_pending: false,
             })
             .collect();
         Self {
@@ -222,11 +225,20 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         }
 
         if let ForwardedMedia::Video(_) = self.media {
+            if keyframe {
+                // The keyframe answers whatever was pending on this layer.
+                self.layers[layer as usize].keyframe_pending = false;
+            }
             self.collect_keyframe_needs(now, keyframe_requests);
         }
     }
 
     fn collect_keyframe_needs(&mut self, now: Instant, requests: &mut Vec<KeyframeRequest>) {
+        for layer in 0..self.layers.len() {
+            if self.layers[layer].keyframe_pending {
+                self.request_keyframe(layer as u8, now, requests);
+            }
+        }
         for i in 0..self.downstreams.len() {
             if let Some(layer) = self.downstreams[i].selector.keyframe_needed(now) {
                 self.request_keyframe(layer, now, requests);
@@ -245,9 +257,12 @@ impl<K: Copy + Eq> TrackForwarder<K> {
             return;
         }
         if source.keyframe_requests.should_send(now) {
+            source.keyframe_pending = false;
             self.stats.keyframe_requests_sent += 1;
             requests.push(KeyframeRequest { layer, ssrc });
-        } else {
+        } else if !source.keyframe_pending {
+            // Deferred, not dropped: sent with the first packet after the interval.
+            source.keyframe_pending = true;
             self.stats.keyframe_requests_suppressed += 1;
         }
     }
@@ -418,6 +433,54 @@ mod tests {
         kf.clear();
         f.on_keyframe_request(2, t0 + Duration::from_millis(600), &mut kf);
         assert_eq!(kf.len(), 1);
+    }
+
+    #[test]
+    fn a_throttled_keyframe_request_is_sent_once_the_interval_has_passed() {
+        let mut f = forwarder();
+        let (mut out, mut kf) = (Vec::new(), Vec::new());
+        let t0 = Instant::now();
+        f.on_packet(0, vp8_packet(7, 10, 900, true), t0, &mut out, &mut kf);
+        assert!(kf.is_empty());
+        f.on_keyframe_request(1, t0, &mut kf);
+        assert_eq!(kf.len(), 1);
+        kf.clear();
+        // A second subscriber asks 100 ms later: throttled, but remembered.
+        f.on_keyframe_request(2, t0 + Duration::from_millis(100), &mut kf);
+        assert!(kf.is_empty());
+        f.on_packet(
+            0,
+            vp8_packet(7, 11, 900, false),
+            t0 + Duration::from_millis(300),
+            &mut out,
+            &mut kf,
+        );
+        assert!(kf.is_empty());
+        f.on_packet(
+            0,
+            vp8_packet(7, 12, 900, false),
+            t0 + Duration::from_millis(510),
+            &mut out,
+            &mut kf,
+        );
+        assert_eq!(kf, vec![KeyframeRequest { layer: 0, ssrc: 7 }]);
+        // Answered by a keyframe: nothing more pending.
+        kf.clear();
+        f.on_packet(
+            0,
+            vp8_packet(7, 13, 1800, true),
+            t0 + Duration::from_millis(600),
+            &mut out,
+            &mut kf,
+        );
+        f.on_packet(
+            0,
+            vp8_packet(7, 14, 1800, false),
+            t0 + Duration::from_millis(1200),
+            &mut out,
+            &mut kf,
+        );
+        assert!(kf.is_empty());
     }
 
     #[test]

@@ -145,9 +145,9 @@ mod tests {
             ..Default::default()
         };
         let cfg = args.resolve().unwrap();
-        assert_eq!(cfg.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cfg.http, SocketAddr::from(([127, 0, 0, 1], 9000)));
         assert_eq!(cfg.site, "hamburg");
-        assert_eq!(cfg.rtc, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(cfg.rtc, SocketAddr::from(([127, 0, 0, 1], 7000)));
     }
 
     #[test]

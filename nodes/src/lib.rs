@@ -51,6 +51,7 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
+    spawn_registration(&config, http_addr, media_addr, state.engine.clone()).await?;
     info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, "node started");
     println!(
         "Kaskade node {} ready: open http://{}/ (media udp {})",
@@ -61,6 +62,39 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .context("HTTP server")?;
     info!(node = %config.node_id, "node stopped");
+    Ok(())
+}
+
+/// Registers this node with the control plane (in memory for a single node) and keeps its lease
+/// alive with its current load.
+async fn spawn_registration(
+    config: &NodeConfig,
+    http: std::net::SocketAddr,
+    media: std::net::SocketAddr,
+    engine: edge::EngineHandle,
+) -> anyhow::Result<()> {
+    use kaskade_control::{ControlPlane, NodeRecord, memory::MemoryControlPlane};
+    const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
+    let control = MemoryControlPlane::default();
+    let mut record = NodeRecord {
+        id: config.node_id.clone(),
+        site: config.site.clone(),
+        http_url: format!("http://{http}/"),
+        media_addr: media.to_string(),
+        sessions: 0,
+        draining: false,
+    };
+    let lease = control.register_node(record.clone(), LEASE_TTL).await?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LEASE_TTL / 3);
+        loop {
+            tick.tick().await;
+            record.sessions = engine.stats().await.sessions as u64;
+            if let Err(e) = control.keep_alive(&lease, record.clone()).await {
+                tracing::warn!(node = %record.id, error = %e, "lease keep-alive failed");
+            }
+        }
+    });
     Ok(())
 }
 

@@ -94,7 +94,6 @@ struct Inbound {
 }
 
 struct Outbound {
-    desc: TrackDescriptor,
     sender: RTCRtpSenderId,
     ssrc: u32,
     /// Registered with the track's forwarder (after negotiation settled the payload types).
@@ -146,6 +145,8 @@ struct Engine {
     dirty: Vec<SessionKey>,
     /// (subscriber, arrival) of every copy forwarded this turn, for the latency histogram.
     latency: Vec<(SessionKey, Instant)>,
+    /// Sessions whose DTLS came up this turn: their subscriber legs start now.
+    newly_connected: Vec<SessionKey>,
     closing: Vec<(SessionKey, String)>,
 }
 
@@ -170,6 +171,7 @@ impl Engine {
             keyframe_requests: Vec::new(),
             dirty: Vec::new(),
             latency: Vec::new(),
+            newly_connected: Vec::new(),
             closing: Vec::new(),
         }
     }
@@ -336,17 +338,7 @@ impl Engine {
                         session.connected = true;
                         info!(session = key, participant = %session.participant, "peer connected");
                         let _ = session.events.send(EdgeEvent::Connected { session: key });
-                        // Whatever was forwarded before DTLS finished is lost: start every
-                        // subscribed video track on a fresh keyframe.
-                        for id in session.outbound.keys() {
-                            if let Some(entry) = self.tracks.get_mut(id) {
-                                let mut requests = Vec::new();
-                                entry.forwarder.on_keyframe_request(key, now, &mut requests);
-                                for r in requests {
-                                    self.keyframe_requests.push((id.clone(), r));
-                                }
-                            }
-                        }
+                        self.newly_connected.push(key);
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         self.closing.push((key, format!("connection {state}")));
@@ -439,6 +431,9 @@ impl Engine {
             }
         }
         self.dirty.push(key);
+        for connected in std::mem::take(&mut self.newly_connected) {
+            self.attach_outbound(connected);
+        }
         self.deliver(now);
     }
 
@@ -816,7 +811,6 @@ impl Engine {
         session.outbound.insert(
             desc.id.clone(),
             Outbound {
-                desc: desc.clone(),
                 sender,
                 ssrc,
                 attached: false,
@@ -826,12 +820,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Registers every not-yet-attached outbound leg of a session with its track's forwarder,
-    /// mapping payload types by codec now that negotiation has settled them.
+    /// Registers every not-yet-attached outbound leg of a connected session with its track's
+    /// forwarder, mapping payload types by codec now that negotiation has settled them. Legs wait
+    /// for DTLS: what would be forwarded before could not be sent, and a layer selector that saw
+    /// a keyframe nobody received would wait forever for the next.
     fn attach_outbound(&mut self, key: SessionKey) {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
+        if !session.connected {
+            return;
+        }
         for (id, out) in session.outbound.iter_mut().filter(|(_, o)| !o.attached) {
             let Some(entry) = self.tracks.get_mut(id) else {
                 continue;

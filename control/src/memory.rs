@@ -1,0 +1,241 @@
+//! `MemoryControlPlane`: the single-process backend. Leases expire by an injected clock, so the
+//! behaviour is the same as a remote backend's and tests control time instead of sleeping.
+
+use crate::{ControlError, ControlPlane, Lease, NodeRecord};
+use kaskade_proto::RoomName;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where the backend reads the time.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+struct Registration {
+    lease: Lease,
+    node: NodeRecord,
+    expires: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    next_lease: u64,
+    nodes: BTreeMap<String, Registration>,
+    rooms: BTreeMap<RoomName, String>,
+}
+
+pub struct MemoryControlPlane {
+    clock: Clock,
+    state: Mutex<State>,
+}
+
+impl Default for MemoryControlPlane {
+    fn default() -> Self {
+        Self::with_clock(Arc::new(Instant::now))
+    }
+}
+
+impl MemoryControlPlane {
+    pub fn with_clock(clock: Clock) -> Self {
+        Self {
+            clock,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live(state: &State, now: Instant) -> impl Iterator<Item = &NodeRecord> {
+        state
+            .nodes
+            .values()
+            .filter(move |r| r.expires > now)
+            .map(|r| &r.node)
+    }
+}
+
+impl ControlPlane for MemoryControlPlane {
+    async fn register_node(&self, node: NodeRecord, ttl: Duration) -> Result<Lease, ControlError> {
+        let now = (self.clock)();
+        let mut state = self.lock();
+        state.next_lease += 1;
+        let lease = Lease {
+            id: state.next_lease,
+            ttl,
+        };
+        state.nodes.insert(
+            node.id.clone(),
+            Registration {
+                lease: lease.clone(),
+                node,
+                expires: now + ttl,
+            },
+        );
+        Ok(lease)
+    }
+
+    async fn keep_alive(&self, lease: &Lease, node: NodeRecord) -> Result<(), ControlError> {
+        let now = (self.clock)();
+        let mut state = self.lock();
+        match state.nodes.get_mut(&node.id) {
+            Some(r) if r.lease.id == lease.id && r.expires > now => {
+                r.expires = now + r.lease.ttl;
+                r.node = node;
+                Ok(())
+            }
+            _ => Err(ControlError::LeaseExpired(lease.id)),
+        }
+    }
+
+    async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ControlError> {
+        let now = (self.clock)();
+        let state = self.lock();
+        Ok(Self::live(&state, now).cloned().collect())
+    }
+
+    async fn place_room(&self, room: &RoomName, site: &str) -> Result<NodeRecord, ControlError> {
+        let now = (self.clock)();
+        let mut state = self.lock();
+        if let Some(node) = state
+            .rooms
+            .get(room)
+            .and_then(|id| state.nodes.get(id))
+            .filter(|r| r.expires > now)
+        {
+            return Ok(node.node.clone());
+        }
+        let candidates: Vec<&NodeRecord> =
+            Self::live(&state, now).filter(|n| !n.draining).collect();
+        let pick = candidates
+            .iter()
+            .filter(|n| n.site == site)
+            .min_by_key(|n| (n.sessions, n.id.clone()))
+            .or_else(|| candidates.iter().min_by_key(|n| (n.sessions, n.id.clone())))
+            .map(|n| (*n).clone())
+            .ok_or_else(|| ControlError::NoNodeAvailable(room.to_string()))?;
+        state.rooms.insert(room.clone(), pick.id.clone());
+        Ok(pick)
+    }
+
+    async fn release_room(&self, room: &RoomName, node: &str) -> Result<(), ControlError> {
+        let mut state = self.lock();
+        if state.rooms.get(room).is_some_and(|n| n == node) {
+            state.rooms.remove(room);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A clock that only moves when the test says so.
+    fn manual_clock() -> (Clock, Arc<AtomicU64>) {
+        let start = Instant::now();
+        let millis = Arc::new(AtomicU64::new(0));
+        let m = millis.clone();
+        (
+            Arc::new(move || start + Duration::from_millis(m.load(Ordering::SeqCst))),
+            millis,
+        )
+    }
+
+    fn node(id: &str, site: &str, sessions: u64) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            site: site.into(),
+            http_url: format!("http://{id}"),
+            media_addr: "127.0.0.1:7000".into(),
+            sessions,
+            draining: false,
+        }
+    }
+
+    fn block<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn leases_expire_unless_kept_alive() {
+        let (clock, millis) = manual_clock();
+        let cp = MemoryControlPlane::with_clock(clock);
+        block(async {
+            let lease = cp
+                .register_node(node("n1", "a", 0), Duration::from_secs(3))
+                .await
+                .unwrap();
+            cp.register_node(node("n2", "a", 0), Duration::from_secs(3))
+                .await
+                .unwrap();
+            millis.store(2_000, Ordering::SeqCst);
+            cp.keep_alive(&lease, node("n1", "a", 5)).await.unwrap();
+            millis.store(4_000, Ordering::SeqCst);
+            let live = cp.live_nodes().await.unwrap();
+            assert_eq!(live.len(), 1);
+            assert_eq!(live[0].sessions, 5);
+            millis.store(6_000, Ordering::SeqCst);
+            assert!(cp.live_nodes().await.unwrap().is_empty());
+            assert_eq!(
+                cp.keep_alive(&lease, node("n1", "a", 5)).await,
+                Err(ControlError::LeaseExpired(lease.id))
+            );
+        });
+    }
+
+    #[test]
+    fn rooms_go_to_the_least_loaded_node_of_the_site_and_stay_there() {
+        let (clock, _) = manual_clock();
+        let cp = MemoryControlPlane::with_clock(clock);
+        let room = RoomName::parse("class").unwrap();
+        block(async {
+            let ttl = Duration::from_secs(3);
+            cp.register_node(node("a1", "a", 9), ttl).await.unwrap();
+            cp.register_node(node("a2", "a", 2), ttl).await.unwrap();
+            cp.register_node(node("b1", "b", 0), ttl).await.unwrap();
+            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "a2");
+            // Sticky even when loads change.
+            cp.register_node(node("a3", "a", 0), ttl).await.unwrap();
+            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "a2");
+            cp.release_room(&room, "a2").await.unwrap();
+            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "a3");
+            // A site with no node falls back to another site.
+            let other = RoomName::parse("other").unwrap();
+            assert_eq!(cp.place_room(&other, "c").await.unwrap().id, "a3");
+        });
+    }
+
+    #[test]
+    fn placement_moves_off_dead_and_draining_nodes() {
+        let (clock, millis) = manual_clock();
+        let cp = MemoryControlPlane::with_clock(clock);
+        let room = RoomName::parse("r").unwrap();
+        block(async {
+            let l1 = cp
+                .register_node(node("n1", "a", 0), Duration::from_secs(1))
+                .await
+                .unwrap();
+            let _ = l1;
+            let mut draining = node("n2", "a", 0);
+            draining.draining = true;
+            cp.register_node(draining, Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "n1");
+            millis.store(2_000, Ordering::SeqCst);
+            assert_eq!(
+                cp.place_room(&room, "a").await,
+                Err(ControlError::NoNodeAvailable("r".into()))
+            );
+            cp.register_node(node("n3", "a", 0), Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "n3");
+        });
+    }
+}

@@ -1,0 +1,291 @@
+// Owns: the headless-Chromium end-to-end scenario of Kaskade's web client — two pages join one
+// room, each must decode the other's camera, a chat message goes from A to B, A shares its screen
+// and B must decode it. Prints one JSON result line on stdout; exits 1 with a reason on failure.
+// Screenshots go to --artifacts. Run by tests/tests/e2e_browser.rs inside a network namespace.
+//
+// Usage: node two_pages.mjs --url http://127.0.0.1:PORT --room ROOM [--artifacts DIR]
+//                            [--timeout SECONDS] [--chromium /usr/bin/chromium]
+
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+function parseArgs(argv) {
+  const out = { url: null, room: null, artifacts: null, timeout: 120, chromium: null };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
+    out[key] = argv[i + 1];
+  }
+  if (!out.url || !out.room) throw new Error('--url and --room are required');
+  out.url = out.url.replace(/\/+$/, '');
+  out.timeout = Number(out.timeout);
+  out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
+  return out;
+}
+
+// Flags checked on this machine kind: fake camera/microphone/screen without prompts, no GPU,
+// no network services of the browser's own, no throttling of pages that are not in front.
+const CHROMIUM_FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream=fps=30',
+  '--use-fake-ui-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required',
+  '--disable-background-timer-throttling',
+  '--disable-renderer-backgrounding',
+  '--disable-backgrounding-occluded-windows',
+];
+
+const POLL_MS = 250;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+
+class StageError extends Error {
+  constructor(stage, message) {
+    super(message);
+    this.stage = stage;
+  }
+}
+
+/** Polls `probe` (returning {ok, value} or {ok:false, last}) until ok or `timeoutMs` passes. */
+async function until(stage, what, timeoutMs, probe) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    const r = await probe();
+    if (r.ok) return r.value;
+    last = r.last;
+    if (Date.now() > deadline) {
+      throw new StageError(stage, `timed out after ${timeoutMs / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/** Everything the DOM contract exposes about one page. */
+async function snapshot(page) {
+  return page.evaluate(async () => {
+    const text = (sel) => document.querySelector(sel)?.textContent?.trim() ?? null;
+    let stats = null;
+    let statsError = null;
+    try {
+      if (window.kaskade && typeof window.kaskade.stats === 'function') stats = await window.kaskade.stats();
+      else statsError = 'window.kaskade.stats is missing';
+    } catch (e) {
+      statsError = String(e);
+    }
+    return {
+      state: document.body?.dataset?.state ?? null,
+      status: text('#status'),
+      error: text('#error-banner'),
+      stats,
+      statsError,
+      participants: [...document.querySelectorAll('#participants li[data-participant-id]')].map((li) => ({
+        id: li.dataset.participantId,
+        text: li.textContent.trim(),
+      })),
+      tiles: [...document.querySelectorAll('#tiles .tile')].map((t) => ({
+        participantId: t.dataset.participantId,
+        source: t.dataset.source,
+        trackId: t.dataset.trackId,
+        hasVideo: !!t.querySelector('video'),
+      })),
+    };
+  });
+}
+
+/** Waits until `page` lists a participant whose entry shows `name`; returns that id. */
+async function participantIdByName(stage, page, name, timeoutMs) {
+  return until(stage, `a participant named ${name}`, timeoutMs, async () => {
+    const s = await snapshot(page);
+    const p = s.participants.find((p) => p.text.includes(name));
+    return p ? { ok: true, value: p.id } : { ok: false, last: { participants: s.participants, state: s.state } };
+  });
+}
+
+/** Waits until a tile of `participantId`/`source` decodes `growth` more frames than when first
+ * seen decoding, and has a matching DOM tile with a <video>. */
+async function framesGrowing(stage, page, participantId, source, growth, timeoutMs) {
+  const started = Date.now();
+  let base = null;
+  return until(stage, `${source} tile of ${participantId} decoding ${growth} more frames`, timeoutMs, async () => {
+    const s = await snapshot(page);
+    const tile = (s.stats?.tiles ?? []).find((t) => t.participantId === participantId && t.source === source);
+    const dom = s.tiles.find((t) => t.participantId === participantId && t.source === source && t.hasVideo);
+    const frames = tile?.framesDecoded ?? 0;
+    if (tile && dom && frames > 0 && base === null) base = { frames, at: Date.now() };
+    if (base !== null && frames >= base.frames + growth && dom) {
+      const secs = (Date.now() - base.at) / 1000;
+      return {
+        ok: true,
+        value: {
+          trackId: tile.trackId,
+          domTrackId: dom.trackId,
+          framesDecoded: frames,
+          growth: frames - base.frames,
+          fps: secs > 0 ? (frames - base.frames) / secs : 0,
+          width: tile.frameWidth ?? 0,
+          height: tile.frameHeight ?? 0,
+          waitedMs: Date.now() - started,
+        },
+      };
+    }
+    return { ok: false, last: { tiles: s.stats?.tiles, domTiles: s.tiles, state: s.state, error: s.error, statsError: s.statsError } };
+  });
+}
+
+async function roomFromApi(page, room) {
+  return page.evaluate(async (r) => {
+    const resp = await fetch(`/api/rooms/${encodeURIComponent(r)}`);
+    return { status: resp.status, body: resp.ok ? await resp.json() : await resp.text() };
+  }, room);
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const artifacts = opts.artifacts ? path.resolve(opts.artifacts) : null;
+  if (artifacts) fs.mkdirSync(artifacts, { recursive: true });
+  const tag = Math.random().toString(36).slice(2, 7);
+  const names = { a: `Alice-${tag}`, b: `Bob-${tag}` };
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'kaskade-chromium-'));
+  const result = { event: 'result', ok: false, room: opts.room, names };
+  const started = Date.now();
+  let ctx = null;
+  const pages = {};
+  let stage = 'launch';
+
+  const shoot = async (label) => {
+    if (!artifacts) return;
+    for (const [who, page] of Object.entries(pages)) {
+      try {
+        await page.screenshot({ path: path.join(artifacts, `browser-${who}-${label}.png`) });
+      } catch (e) {
+        console.error(`screenshot ${who}-${label} failed: ${e}`);
+      }
+    }
+  };
+
+  const overall = setTimeout(async () => {
+    emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
+    process.exit(1);
+  }, opts.timeout * 1000);
+
+  try {
+    ctx = await chromium.launchPersistentContext(profile, {
+      executablePath: opts.chromium,
+      headless: true,
+      args: CHROMIUM_FLAGS,
+      viewport: { width: 1280, height: 800 },
+    });
+    pages.a = ctx.pages()[0] ?? (await ctx.newPage());
+    pages.b = await ctx.newPage();
+    for (const [who, page] of Object.entries(pages)) {
+      page.on('console', (m) => console.error(`[${who}] ${m.type()}: ${m.text()}`));
+      page.on('pageerror', (e) => console.error(`[${who}] pageerror: ${e}`));
+    }
+
+    stage = 'join';
+    for (const who of ['a', 'b']) {
+      const q = new URLSearchParams({ room: opts.room, name: names[who], autojoin: '1' });
+      await pages[who].goto(`${opts.url}/?${q}`, { timeout: 20000 });
+    }
+    for (const who of ['a', 'b']) {
+      await until(stage, `page ${who} in state joined`, 20000, async () => {
+        const s = await snapshot(pages[who]);
+        if (s.state === 'error') throw new StageError(stage, `page ${who} is in state error: ${s.error ?? s.status}`);
+        return s.state === 'joined' ? { ok: true } : { ok: false, last: { state: s.state, status: s.status, error: s.error } };
+      });
+    }
+
+    stage = 'participants';
+    const ids = {};
+    [ids.b, ids.a] = await Promise.all([
+      participantIdByName(stage, pages.a, names.b, 20000),
+      participantIdByName(stage, pages.b, names.a, 20000),
+    ]);
+    result.ids = ids;
+
+    stage = 'camera';
+    const [aSeesB, bSeesA] = await Promise.all([
+      framesGrowing(stage, pages.a, ids.b, 'camera', 30, 30000),
+      framesGrowing(stage, pages.b, ids.a, 'camera', 30, 30000),
+    ]);
+    result.a_sees_b_camera = aSeesB;
+    result.b_sees_a_camera = bSeesA;
+
+    stage = 'audio';
+    result.audio = {};
+    for (const who of ['a', 'b']) {
+      result.audio[who] = await until(stage, `page ${who} receiving audio`, 20000, async () => {
+        const s = await snapshot(pages[who]);
+        const a = s.stats?.audio ?? {};
+        return (a.packetsReceived ?? 0) > 0 ? { ok: true, value: a } : { ok: false, last: a };
+      });
+    }
+    result.api_after_join = await roomFromApi(pages.a, opts.room);
+    await shoot('camera');
+
+    stage = 'chat';
+    const chatText = `hello from ${names.a} ${Date.now()}`;
+    await pages.a.fill('#chat-input', chatText);
+    await pages.a.click('#chat-send');
+    result.chat = await until(stage, 'B to show the chat message', 15000, async () => {
+      const msgs = await pages.b.evaluate(() =>
+        [...document.querySelectorAll('#chat-log .chat-message')].map((m) => ({
+          name: m.querySelector('.chat-name')?.textContent?.trim() ?? '',
+          text: m.querySelector('.chat-text')?.textContent?.trim() ?? '',
+        })),
+      );
+      const hit = msgs.find((m) => m.text.includes(chatText));
+      return hit ? { ok: true, value: { sent: chatText, ...hit } } : { ok: false, last: msgs };
+    });
+    const inputAfter = await pages.a.inputValue('#chat-input');
+    result.chat.input_cleared = inputAfter === '';
+    await shoot('chat');
+
+    stage = 'screen';
+    await pages.a.click('#share-screen');
+    result.screen = await framesGrowing(stage, pages.b, ids.a, 'screen', 15, 30000);
+    result.api_after_screen = await roomFromApi(pages.a, opts.room);
+    await shoot('screen');
+
+    stage = 'still-joined';
+    for (const who of ['a', 'b']) {
+      const s = await snapshot(pages[who]);
+      if (s.state !== 'joined') throw new StageError(stage, `page ${who} left state joined: ${s.state} (${s.error ?? s.status})`);
+    }
+    result.ok = true;
+    result.elapsed_ms = Date.now() - started;
+  } catch (e) {
+    result.ok = false;
+    result.stage = e.stage ?? stage;
+    result.reason = e.message ?? String(e);
+    result.diagnostics = {};
+    for (const [who, page] of Object.entries(pages)) {
+      try {
+        result.diagnostics[who] = await snapshot(page);
+      } catch (err) {
+        result.diagnostics[who] = { snapshotError: String(err) };
+      }
+    }
+    await shoot('failure');
+  } finally {
+    clearTimeout(overall);
+    if (ctx) await ctx.close().catch((e) => console.error(`closing the browser: ${e}`));
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+  emit(result);
+  process.exit(result.ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  emit({ event: 'result', ok: false, stage: 'setup', reason: String(e?.stack ?? e) });
+  process.exit(1);
+});

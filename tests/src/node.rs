@@ -1,0 +1,156 @@
+//! Owns: [`NodeProcess`] — starting the real node binary for a test (on loopback, optionally
+//! inside a [`NetNs`]), parsing its one-line "ready" banner, HTTP shorthands against it, and
+//! stopping it (SIGTERM, then SIGKILL) on drop.
+
+use crate::http::{self, Response};
+use crate::netns::NetNs;
+use crate::proc::Spawned;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// How long a node may take to print its ready line.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the ready banner says:
+/// `Kaskade node <node-id> ready: open http://<http addr>/ (media udp <ip:port>)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub node_id: String,
+    /// `http://host:port`, without a trailing slash.
+    pub url: String,
+    pub http_addr: SocketAddr,
+    pub media_addr: SocketAddr,
+}
+
+/// Parses the ready banner; `None` for any other line.
+pub fn parse_ready(line: &str) -> Option<Ready> {
+    let rest = line.trim().strip_prefix("Kaskade node ")?;
+    let (node_id, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("ready: open ")?;
+    let (url, rest) = rest.split_once(' ')?;
+    let url = url.trim_end_matches('/').to_owned();
+    let http_addr = url.strip_prefix("http://")?.parse().ok()?;
+    let media = rest.strip_prefix("(media udp ")?.strip_suffix(')')?;
+    Some(Ready {
+        node_id: node_id.to_owned(),
+        url,
+        http_addr,
+        media_addr: media.parse().ok()?,
+    })
+}
+
+/// A running node; stopped on drop.
+pub struct NodeProcess {
+    pub proc: Spawned,
+    pub ready: Ready,
+    /// `http://host:port` (no trailing slash).
+    pub url: String,
+    pub media_addr: SocketAddr,
+}
+
+impl NodeProcess {
+    /// `bin node --http 127.0.0.1:0 --rtc 127.0.0.1:0 <extra…>` on the host.
+    pub fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_in(None, bin, extra)
+    }
+
+    /// Same, inside `netns` when given (the addresses are then the namespace's loopback).
+    pub fn start_in(netns: Option<&NetNs>, bin: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        anyhow::ensure!(bin.exists(), "node binary {} does not exist", bin.display());
+        let mut cmd = Command::new(bin);
+        cmd.args(["node", "--http", "127.0.0.1:0", "--rtc", "127.0.0.1:0"])
+            .args(extra);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        // Plain logs in failure reports.
+        cmd.env("NO_COLOR", "1");
+        let cmd = match netns {
+            Some(ns) => ns.wrap(&cmd),
+            None => cmd,
+        };
+        let proc = Spawned::spawn("node", cmd)?;
+        let line = proc.wait_line("the ready line", READY_TIMEOUT, |l| {
+            parse_ready(l).is_some()
+        })?;
+        let ready = parse_ready(&line).expect("matched above");
+        Ok(Self {
+            url: ready.url.clone(),
+            media_addr: ready.media_addr,
+            ready,
+            proc,
+        })
+    }
+
+    /// `ws://host:port/ws`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.ready.http_addr)
+    }
+
+    /// `{url}{path}`; `path` starts with '/'.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn get(&self, path: &str) -> anyhow::Result<Response> {
+        http::get(&self.at(path))
+    }
+
+    /// `GET path` expecting 200 and a JSON body.
+    pub fn get_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let r = self.get(path)?;
+        anyhow::ensure!(
+            r.status == 200,
+            "GET {path}: status {}: {}",
+            r.status,
+            r.text()
+        );
+        r.json()
+    }
+
+    /// One metric (sum over samples carrying `labels`); `None` when absent.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<Option<f64>> {
+        crate::metrics::metric(&self.url, name, labels)
+    }
+
+    /// Tracks `GET /api/rooms/{room}` lists; a 404 (room gone) is an empty list.
+    pub fn room_tracks(&self, room: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+        let r = self.get(&format!("/api/rooms/{room}"))?;
+        match r.status {
+            404 => Ok(Vec::new()),
+            200 => Ok(r.json()?["tracks"].as_array().cloned().unwrap_or_default()),
+            s => anyhow::bail!("GET /api/rooms/{room}: status {s}: {}", r.text()),
+        }
+    }
+
+    /// Fails the test if the node died (with its stderr).
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.proc.try_exit() {
+            panic!("the node exited ({status})\n{}", self.proc.diagnostics());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ready_banner() {
+        let r = parse_ready(
+            "Kaskade node n-1a2b ready: open http://127.0.0.1:41234/ (media udp 127.0.0.1:50000)",
+        )
+        .unwrap();
+        assert_eq!(r.node_id, "n-1a2b");
+        assert_eq!(r.url, "http://127.0.0.1:41234");
+        assert_eq!(r.http_addr, "127.0.0.1:41234".parse().unwrap());
+        assert_eq!(r.media_addr, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(parse_ready("listening on 127.0.0.1:41234"), None);
+        assert_eq!(
+            parse_ready("Kaskade node x ready: open http://127.0.0.1:1/ (media udp nonsense)"),
+            None
+        );
+    }
+}
