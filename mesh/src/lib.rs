@@ -5,7 +5,9 @@
 
 pub mod core;
 pub mod directory;
+pub mod engine_api;
 pub mod forwarder;
+pub mod participant;
 pub mod room;
 
 pub use directory::{RoomDirectory, RoomError};

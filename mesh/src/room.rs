@@ -9,11 +9,21 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc::UnboundedSender;
 use tracing::info;
 
-/// Where a member receives the room's events.
-pub type MemberSink = UnboundedSender<ServerMessage>;
+/// Where a member receives the room's events (its Participant actor's mailbox, or a channel).
+#[derive(Clone)]
+pub struct MemberSink(Arc<dyn Fn(ServerMessage) + Send + Sync>);
+
+impl MemberSink {
+    pub fn new(deliver: impl Fn(ServerMessage) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(deliver))
+    }
+
+    pub fn send(&self, message: ServerMessage) {
+        (self.0)(message)
+    }
+}
 
 /// What a joining member learns about the room.
 #[derive(Debug, Clone)]
@@ -87,7 +97,7 @@ impl RoomState {
                 continue;
             }
             if let Some(sink) = &member.sink {
-                let _ = sink.send(message.clone());
+                sink.send(message.clone());
             }
         }
     }

@@ -39,6 +39,9 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// How long open connections get to finish after Ctrl-C or SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs one node until Ctrl-C or SIGTERM.
 pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
@@ -57,10 +60,23 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         "Kaskade node {} ready: open http://{}/ (media udp {})",
         config.node_id, http_addr, media_addr
     );
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("HTTP server")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => result.context("HTTP server")?,
+        _ = shutdown_signal() => {
+            info!(node = %config.node_id, "stopping");
+            let _ = stop_tx.send(true);
+            // Open WebSockets would hold a graceful shutdown forever: give them a moment.
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
+                info!(node = %config.node_id, "connections still open after the grace period; closing");
+            }
+        }
+    }
     info!(node = %config.node_id, "node stopped");
     Ok(())
 }

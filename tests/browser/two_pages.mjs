@@ -232,6 +232,32 @@ async function main() {
     result.api_after_join = await roomFromApi(pages.a, opts.room);
     await shoot('camera');
 
+    // Simulcast: B picks A's low layer, then the high one again; the decoded size follows.
+    stage = 'layers';
+    const camera = (result.api_after_join.body?.tracks ?? []).find(
+      (t) => t.participant === ids.a && t.source === 'camera',
+    );
+    result.layers = { published: camera?.layers ?? [] };
+    if (result.layers.published.length < 2) {
+      throw new StageError(stage, `A's camera is not published with simulcast: ${JSON.stringify(camera)}`);
+    }
+    const tileSize = async () => {
+      const s = await snapshot(pages.b);
+      const tile = (s.stats?.tiles ?? []).find((t) => t.trackId === bSeesA.trackId);
+      return { width: tile?.frameWidth ?? 0, height: tile?.frameHeight ?? 0, frames: tile?.framesDecoded ?? 0 };
+    };
+    const pick = async (layer, wanted, what) => {
+      const asked = await pages.b.evaluate(([t, l]) => window.kaskade.setLayer(t, l), [bSeesA.trackId, layer]);
+      if (asked === false) throw new StageError(stage, `setLayer(${layer}) was refused by the page`);
+      return until(stage, what, 20000, async () => {
+        const size = await tileSize();
+        return size.width > 0 && wanted(size.width) ? { ok: true, value: size } : { ok: false, last: size };
+      });
+    };
+    result.layers.initial = await tileSize();
+    result.layers.low = await pick('low', (w) => w < result.layers.initial.width, 'B to decode a smaller layer of A');
+    result.layers.high = await pick('high', (w) => w >= result.layers.initial.width, 'B to decode the full layer of A again');
+
     stage = 'chat';
     const chatText = `hello from ${names.a} ${Date.now()}`;
     await pages.a.fill('#chat-input', chatText);

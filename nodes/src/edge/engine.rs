@@ -5,15 +5,15 @@
 //! sessions and onto the socket in the same turn of the loop — no task or mailbox in between.
 
 use super::datagram::{DatagramClass, classify, stun_local_ufrag};
-use super::handle::{
-    EdgeError, EdgeEvent, EngineCommand, EngineHandle, EngineStats, EventSink, PublishOutcome,
-    SessionKey, SubscribeOffer, TrackDescriptor,
-};
 use super::offer::parse_offer;
 use super::peer_factory::new_peer;
 use crate::metrics::{self, Metrics};
 use bytes::BytesMut;
 use kaskade_mesh::core::VideoCodec;
+use kaskade_mesh::engine_api::{
+    EdgeError, EdgeEvent, EngineCommand, EngineHandle, EngineStats, EventSink, PublishOutcome,
+    SessionKey, SubscribeOffer, TrackDescriptor,
+};
 use kaskade_mesh::forwarder::{
     DownstreamSpec, Forwarded, ForwardedMedia, KeyframeRequest, TrackForwarder,
 };
@@ -37,6 +37,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -58,7 +59,7 @@ pub fn spawn(
     std_socket.set_nonblocking(true)?;
     let local = std_socket.local_addr()?;
     let advertised = SocketAddr::new(advertised_ip.unwrap_or(local.ip()), local.port());
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (handle, rx) = EngineHandle::new();
     std::thread::Builder::new()
         .name("kaskade-media".into())
         .spawn(move || {
@@ -85,7 +86,7 @@ pub fn spawn(
                     .await;
             });
         })?;
-    Ok((EngineHandle { tx }, local))
+    Ok((handle, local))
 }
 
 struct Inbound {
@@ -271,7 +272,7 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        let result = session.pc.handle_read(TaggedBytesMut {
+        let input = TaggedBytesMut {
             now,
             transport: TransportContext {
                 local_addr: self.local,
@@ -280,7 +281,19 @@ impl Engine {
                 transport_protocol: TransportProtocol::UDP,
             },
             message: BytesMut::from(data),
-        });
+        };
+        // A panic inside one peer connection must cost that session only, never the node.
+        let result = match catch_unwind(AssertUnwindSafe(|| session.pc.handle_read(input))) {
+            Ok(result) => result,
+            Err(_) => {
+                warn!(
+                    session = key,
+                    "peer connection panicked on input; closing the session"
+                );
+                self.closing.push((key, "internal error".into()));
+                return;
+            }
+        };
         if let Err(e) = result {
             let reason = if class == DatagramClass::Rtp {
                 &metrics::DROP_SRTP
@@ -290,7 +303,15 @@ impl Engine {
             self.metrics.dropped_datagrams.get_or_create(reason).inc();
             debug!(session = key, error = %e, "datagram refused by session");
         }
-        self.drain_session(key, now);
+        if catch_unwind(AssertUnwindSafe(|| self.drain_session(key, now))).is_err() {
+            warn!(
+                session = key,
+                "peer connection panicked while draining; closing the session"
+            );
+            self.forwarded.clear();
+            self.keyframe_requests.clear();
+            self.closing.push((key, "internal error".into()));
+        }
     }
 
     /// Takes everything a session produced: events, inbound media (forwarded at once) and feedback.

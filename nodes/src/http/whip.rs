@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::state::{HttpSession, new_participant_id};
-use crate::edge::{EdgeError, EdgeEvent, EngineCommand, TrackDescriptor};
+use crate::edge::{EdgeError, EdgeEvent, EngineCommand, EventSink, SessionKey, TrackDescriptor};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use kaskade_mesh::RoomMsg;
 use kaskade_proto::signal::{MediaKind, ParticipantInfo, TrackInfo, TrackSource};
 use kaskade_proto::{ParticipantId, RoomName};
+use ractor::ActorRef;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -76,6 +77,26 @@ fn created(state: &AppState, session: HttpSession, answer: String, publisher: bo
     response
 }
 
+/// Enters the room for an HTTP media session; if that fails the engine session is closed again.
+async fn join_room(
+    state: &AppState,
+    room: &RoomName,
+    info: ParticipantInfo,
+    hidden: bool,
+    engine_session: SessionKey,
+) -> Result<ActorRef<RoomMsg>, Response> {
+    match state.rooms.join(room, info, None, hidden).await {
+        Ok((actor, _)) => Ok(actor),
+        Err(e) => {
+            let _ = state.engine.send(EngineCommand::Close {
+                session: engine_session,
+            });
+            warn!(room = %room, error = %e, "joining the room failed");
+            Err(text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
+    }
+}
+
 /// Leaves the room when the engine reports the session closed (client gone, ICE timeout).
 fn watch_session(
     state: AppState,
@@ -110,7 +131,7 @@ pub async fn publish(
         Err(r) => return r,
     };
     let participant = new_participant_id();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = EventSink::channel();
     let outcome = state
         .engine
         .request(|reply| EngineCommand::Publish {
@@ -130,15 +151,9 @@ pub async fn publish(
         id: participant.clone(),
         name: format!("WHIP {}", &participant.0[1..7]),
     };
-    let actor = match state.rooms.join(&room, info, None, false).await {
-        Ok((actor, _)) => actor,
-        Err(e) => {
-            let _ = state.engine.send(EngineCommand::Close {
-                session: outcome.session,
-            });
-            warn!(room = %room, error = %e, "WHIP join failed");
-            return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-        }
+    let actor = match join_room(&state, &room, info, false, outcome.session).await {
+        Ok(actor) => actor,
+        Err(response) => return response,
     };
     let tracks: Vec<TrackInfo> = outcome.tracks.values().map(TrackInfo::from).collect();
     let _ = actor.cast(RoomMsg::Publish { tracks });
@@ -218,7 +233,7 @@ async fn subscribe(
         return text(StatusCode::NOT_FOUND, what);
     }
     let participant = new_participant_id();
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = EventSink::channel();
     let result = state
         .engine
         .request(|reply| EngineCommand::SubscribeAnswering {
@@ -237,11 +252,8 @@ async fn subscribe(
         id: participant.clone(),
         name: "WHEP viewer".into(),
     };
-    if let Err(e) = state.rooms.join(&room, info, None, true).await {
-        let _ = state.engine.send(EngineCommand::Close {
-            session: engine_session,
-        });
-        return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    if let Err(response) = join_room(&state, &room, info, true, engine_session).await {
+        return response;
     }
     watch_session(state.clone(), room.clone(), participant.clone(), events_rx);
     info!(room = %room, participant = %participant, "WHEP viewer joined");

@@ -1,5 +1,7 @@
-//! The engine's control interface: commands sent into the media loop and the events it reports
-//! back to a session's owner. Everything here is control traffic; media never crosses it.
+//! The media engine's control interface: commands sent into the media loop (which the node's
+//! WebRTC edge runs) and the events it reports back to a session's owner. Everything here is
+//! control traffic; media never crosses it. Actors and HTTP handlers depend on this, not on the
+//! WebRTC stack.
 
 use kaskade_proto::signal::{MediaKind, TrackSource};
 use kaskade_proto::{ParticipantId, TrackId};
@@ -73,7 +75,30 @@ pub enum EdgeEvent {
     },
 }
 
-pub type EventSink = mpsc::UnboundedSender<EdgeEvent>;
+/// Where a session's events go: a channel, an actor's mailbox, whatever the owner needs.
+#[derive(Clone)]
+pub struct EventSink(std::sync::Arc<dyn Fn(EdgeEvent) + Send + Sync>);
+
+impl EventSink {
+    pub fn new(deliver: impl Fn(EdgeEvent) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(deliver))
+    }
+
+    /// A sink that feeds a channel, and the channel's receiving end.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<EdgeEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self::new(move |event| {
+                let _ = tx.send(event);
+            }),
+            rx,
+        )
+    }
+
+    pub fn send(&self, event: EdgeEvent) {
+        (self.0)(event)
+    }
+}
 pub type Reply<T> = oneshot::Sender<Result<T, EdgeError>>;
 
 pub enum EngineCommand {
@@ -144,10 +169,16 @@ pub struct EngineStats {
 /// Cheap clonable handle to the engine.
 #[derive(Clone)]
 pub struct EngineHandle {
-    pub(crate) tx: mpsc::UnboundedSender<EngineCommand>,
+    tx: mpsc::UnboundedSender<EngineCommand>,
 }
 
 impl EngineHandle {
+    /// A handle and the command queue the engine reads.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<EngineCommand>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
     pub fn send(&self, command: EngineCommand) -> Result<(), EdgeError> {
         self.tx.send(command).map_err(|_| EdgeError::EngineGone)
     }

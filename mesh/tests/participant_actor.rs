@@ -1,0 +1,233 @@
+//! Behaviour of the Participant and Room actors together, with the media engine replaced by a
+//! test that reads its command queue and answers: join, chat, bad input, publishing and the
+//! automatic subscription of the other participant.
+
+use kaskade_mesh::RoomDirectory;
+use kaskade_mesh::engine_api::{
+    EngineCommand, EngineHandle, PublishOutcome, SubscribeOffer, TrackDescriptor,
+};
+use kaskade_mesh::participant::{
+    ParticipantActor, ParticipantArgs, ParticipantMsg, ParticipantOutput,
+};
+use kaskade_proto::signal::{ErrorCode, MediaKind, ServerMessage, TrackSource};
+use kaskade_proto::{ParticipantId, TrackId};
+use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Client {
+    actor: ActorRef<ParticipantMsg>,
+    output: UnboundedReceiver<ParticipantOutput>,
+}
+
+impl Client {
+    async fn start(id: &str, engine: &EngineHandle, rooms: &Arc<RoomDirectory>) -> Self {
+        let (tx, output) = unbounded_channel();
+        let args = ParticipantArgs {
+            id: ParticipantId(id.into()),
+            engine: engine.clone(),
+            rooms: rooms.clone(),
+            output: tx,
+        };
+        let (actor, _) = Actor::spawn(None, ParticipantActor, args).await.unwrap();
+        Client { actor, output }
+    }
+
+    fn say(&self, json: &str) {
+        self.actor.cast(ParticipantMsg::Text(json.into())).unwrap();
+    }
+
+    /// The next message the participant sends, skipping none.
+    async fn next(&mut self) -> ServerMessage {
+        match timeout(WAIT, self.output.recv()).await {
+            Ok(Some(ParticipantOutput::Send(m))) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// Waits for the first message matching `pick`, skipping others.
+    async fn until<T>(&mut self, mut pick: impl FnMut(&ServerMessage) -> Option<T>) -> T {
+        loop {
+            let m = self.next().await;
+            if let Some(t) = pick(&m) {
+                return t;
+            }
+        }
+    }
+}
+
+async fn next_command(commands: &mut UnboundedReceiver<EngineCommand>) -> EngineCommand {
+    timeout(WAIT, commands.recv())
+        .await
+        .expect("engine command")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn join_chat_and_bad_input() {
+    let (engine, _commands) = EngineHandle::new();
+    let rooms = RoomDirectory::new();
+    let mut ada = Client::start("pada", &engine, &rooms).await;
+
+    ada.say(r#"{"type":"chat","text":"too early"}"#);
+    assert!(matches!(
+        ada.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::NotJoined,
+            ..
+        }
+    ));
+
+    ada.say(r#"{"type":"join","room":"r1","name":"Ada"}"#);
+    let ServerMessage::Joined { participants, .. } = ada.next().await else {
+        panic!("expected joined")
+    };
+    assert!(participants.is_empty(), "the room was empty before Ada");
+
+    ada.say("this is not json");
+    assert!(matches!(
+        ada.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::InvalidJson,
+            fatal: false,
+            ..
+        }
+    ));
+    ada.say(r#"{"type":"teleport"}"#);
+    assert!(matches!(
+        ada.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::UnknownMessage,
+            ..
+        }
+    ));
+
+    let mut bob = Client::start("pbob", &engine, &rooms).await;
+    bob.say(r#"{"type":"join","room":"r1","name":"Bob"}"#);
+    let ServerMessage::Joined { participants, .. } = bob.next().await else {
+        panic!("expected joined")
+    };
+    assert_eq!(participants.len(), 1);
+    let joined = ada
+        .until(|m| match m {
+            ServerMessage::ParticipantJoined { participant } => Some(participant.name.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined, "Bob");
+
+    bob.say(r#"{"type":"chat","text":"hi Ada"}"#);
+    let (name, text) = ada
+        .until(|m| match m {
+            ServerMessage::Chat { name, text, .. } => Some((name.clone(), text.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!((name.as_str(), text.as_str()), ("Bob", "hi Ada"));
+
+    bob.say(r#"{"type":"leave"}"#);
+    let left = ada
+        .until(|m| match m {
+            ServerMessage::ParticipantLeft { participant } => Some(participant.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, ParticipantId("pbob".into()));
+    assert_eq!(rooms.list()[0].1.members, 1);
+}
+
+#[tokio::test]
+async fn a_published_track_is_offered_to_the_other_participant() {
+    let (engine, mut commands) = EngineHandle::new();
+    let rooms = RoomDirectory::new();
+    let mut ada = Client::start("pada", &engine, &rooms).await;
+    let mut bob = Client::start("pbob", &engine, &rooms).await;
+    ada.say(r#"{"type":"join","room":"r2","name":"Ada"}"#);
+    ada.next().await;
+    bob.say(r#"{"type":"join","room":"r2","name":"Bob"}"#);
+    bob.next().await;
+
+    ada.say(
+        r#"{"type":"publish_offer","sdp":"v=0 (the engine parses it)","sources":{"0":"screen"}}"#,
+    );
+    let EngineCommand::Publish {
+        participant,
+        sources,
+        reply,
+        ..
+    } = next_command(&mut commands).await
+    else {
+        panic!("expected a publish command")
+    };
+    assert_eq!(participant.0, "pada");
+    assert_eq!(sources.get("0"), Some(&TrackSource::Screen));
+    let track = TrackDescriptor {
+        id: TrackId("tscreen".into()),
+        participant: participant.clone(),
+        kind: MediaKind::Video,
+        source: TrackSource::Screen,
+        layers: vec![],
+    };
+    reply
+        .send(Ok(PublishOutcome {
+            session: 1,
+            answer: "v=0 answer".into(),
+            tracks: BTreeMap::from([("0".to_owned(), track.clone())]),
+            removed: vec![],
+        }))
+        .unwrap();
+    let answered = ada
+        .until(|m| match m {
+            ServerMessage::PublishAnswer { sdp, tracks } => Some((sdp.clone(), tracks.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answered.0, "v=0 answer");
+    assert_eq!(answered.1.get("0"), Some(&track.id));
+
+    // Bob is auto-subscribed: his actor asks the engine for a subscribe session with the track.
+    let EngineCommand::SubscribeOffering {
+        participant,
+        tracks,
+        reply,
+        ..
+    } = next_command(&mut commands).await
+    else {
+        panic!("expected a subscribe command")
+    };
+    assert_eq!(participant.0, "pbob");
+    assert_eq!(tracks, vec![track.clone()]);
+    reply
+        .send(Ok(SubscribeOffer {
+            session: 2,
+            offer: "v=0 offer".into(),
+            tracks: BTreeMap::from([("0".to_owned(), track.id.clone())]),
+        }))
+        .unwrap();
+    let offered = bob
+        .until(|m| match m {
+            ServerMessage::SubscribeOffer { tracks, .. } => Some(tracks.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(offered.get("0"), Some(&track.id));
+
+    // Ada leaves without a word: her track is withdrawn and her sessions closed.
+    ada.actor.cast(ParticipantMsg::Disconnected).unwrap();
+    let gone = bob
+        .until(|m| match m {
+            ServerMessage::TrackUnpublished { track } => Some(track.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(gone, track.id);
+    let EngineCommand::Close { session } = next_command(&mut commands).await else {
+        panic!("expected the publish session to be closed")
+    };
+    assert_eq!(session, 1);
+}
