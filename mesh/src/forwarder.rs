@@ -30,6 +30,16 @@ pub struct DownstreamSpec<K> {
     pub payload_types: Vec<(u8, u8)>,
     /// Simulcast layer the subscriber wants (0 = lowest).
     pub wanted_layer: u8,
+    /// Retransmission stream (RFC 4588), when the subscriber negotiated RTX.
+    pub rtx: Option<RtxSpec>,
+}
+
+/// The subscriber leg's RTX stream: its SSRC and, per media payload type, the RTX payload type.
+#[derive(Debug, Clone)]
+pub struct RtxSpec {
+    pub ssrc: u32,
+    /// Subscriber media payload type → subscriber RTX payload type (`apt`).
+    pub payload_types: Vec<(u8, u8)>,
 }
 
 /// A packet ready to be handed to one subscriber's session.
@@ -56,6 +66,8 @@ struct LayerSource {
 
 struct Downstream<K> {
     spec: DownstreamSpec<K>,
+    /// Next sequence number on the RTX stream.
+    rtx_seq: u16,
     rewriter: SequenceRewriter,
     selector: SimulcastLayerSelector,
     vp8: Vp8PictureIdRewriter,
@@ -129,6 +141,7 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         self.remove_downstream(spec.key);
         let wanted = spec.wanted_layer.min(self.layers.len() as u8 - 1);
         self.downstreams.push(Downstream {
+            rtx_seq: rand_seq(spec.ssrc),
             rewriter: SequenceRewriter::new(self.clock_rate),
             selector: SimulcastLayerSelector::new(wanted),
             vp8: Vp8PictureIdRewriter::default(),
@@ -295,12 +308,9 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         lost: impl IntoIterator<Item = u16>,
         out: &mut Vec<Forwarded<K>>,
     ) {
-        let Some(d) = self.downstreams.iter().find(|d| d.spec.key == key) else {
+        let Some(d) = self.downstreams.iter_mut().find(|d| d.spec.key == key) else {
             return;
         };
-        // A retransmitted VP8 packet would need the picture id it was first sent with; for
-        // simulcast VP8 the munger has moved on, so those NACKs go unanswered (the subscriber
-        // recovers with a PLI).
         let munged = self.layers.len() > 1 && self.media == ForwardedMedia::Video(VideoCodec::Vp8);
         for out_seq in lost {
             let cached = d.rewriter.original_of(out_seq).and_then(|(ssrc, seq)| {
@@ -309,12 +319,13 @@ impl<K: Copy + Eq> TrackForwarder<K> {
                     .find(|l| l.ssrc == Some(ssrc))
                     .and_then(|l| l.cache.get(seq))
             });
-            let (Some(original), false) = (cached, munged) else {
+            let Some(original) = cached else {
                 self.stats.nack_misses += 1;
                 continue;
             };
+            let ssrc = original.header.ssrc;
             let Some(rewritten) = d.rewriter.retransmission_header(
-                original.header.ssrc,
+                ssrc,
                 original.header.sequence_number,
                 original.header.timestamp,
             ) else {
@@ -324,24 +335,56 @@ impl<K: Copy + Eq> TrackForwarder<K> {
             let Some(payload_type) = map_payload_type(&d.spec.payload_types, original) else {
                 continue;
             };
-            self.stats.retransmitted += 1;
-            out.push(Forwarded {
-                key,
-                packet: rtp::packet::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        marker: original.header.marker,
-                        payload_type,
-                        sequence_number: rewritten.seq,
-                        timestamp: rewritten.timestamp,
-                        ssrc: d.spec.ssrc,
-                        ..Default::default()
-                    },
-                    payload: original.payload.clone(),
-                },
+            // Simulcast VP8 carries rewritten picture ids: resend the ones it was first sent with.
+            let mut payload = original.payload.to_vec();
+            if munged && !d.vp8.rewrite_retransmission(ssrc, &mut payload) {
+                self.stats.nack_misses += 1;
+                continue;
+            }
+            let rtx = d.spec.rtx.as_ref().and_then(|rtx| {
+                let pt = rtx
+                    .payload_types
+                    .iter()
+                    .find(|(media, _)| *media == payload_type)?
+                    .1;
+                Some((rtx.ssrc, pt))
             });
+            let header = |payload_type, sequence_number, ssrc| rtp::header::Header {
+                version: 2,
+                marker: original.header.marker,
+                payload_type,
+                sequence_number,
+                timestamp: rewritten.timestamp,
+                ssrc,
+                ..Default::default()
+            };
+            let packet = match rtx {
+                // RFC 4588: the RTX payload is the original sequence number, then the payload.
+                Some((rtx_ssrc, rtx_pt)) => {
+                    let mut body = Vec::with_capacity(payload.len() + 2);
+                    body.extend_from_slice(&rewritten.seq.to_be_bytes());
+                    body.extend_from_slice(&payload);
+                    let seq = d.rtx_seq;
+                    d.rtx_seq = d.rtx_seq.wrapping_add(1);
+                    rtp::packet::Packet {
+                        header: header(rtx_pt, seq, rtx_ssrc),
+                        payload: body.into(),
+                    }
+                }
+                None => rtp::packet::Packet {
+                    header: header(payload_type, rewritten.seq, d.spec.ssrc),
+                    payload: payload.into(),
+                },
+            };
+            self.stats.retransmitted += 1;
+            out.push(Forwarded { key, packet });
         }
     }
+}
+
+/// A start for the RTX sequence space that differs between legs without a random source.
+fn rand_seq(ssrc: u32) -> u16 {
+    (ssrc ^ (ssrc >> 16)) as u16
 }
 
 fn map_payload_type(map: &[(u8, u8)], packet: &rtp::packet::Packet) -> Option<u8> {
@@ -377,6 +420,10 @@ mod tests {
                 ssrc: 1000 + key,
                 payload_types: vec![(96, 100 + key as u8)],
                 wanted_layer: 0,
+                rtx: (key == 2).then(|| RtxSpec {
+                    ssrc: 2002,
+                    payload_types: vec![(102, 112)],
+                }),
             });
         }
         f
@@ -409,15 +456,43 @@ mod tests {
             .nth(1)
             .unwrap();
         let mut resent = Vec::new();
-        f.on_nack(2, [sent_seq], &mut resent);
+        f.on_nack(1, [sent_seq], &mut resent);
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].packet.header.sequence_number, sent_seq);
-        assert_eq!(resent[0].packet.header.ssrc, 1002);
+        assert_eq!(resent[0].packet.header.ssrc, 1001);
         assert_eq!(f.stats.retransmitted, 1);
         let mut none = Vec::new();
-        f.on_nack(2, [sent_seq.wrapping_add(100)], &mut none);
+        f.on_nack(1, [sent_seq.wrapping_add(100)], &mut none);
         assert!(none.is_empty());
         assert_eq!(f.stats.nack_misses, 1);
+    }
+
+    #[test]
+    fn nack_on_a_leg_with_rtx_is_answered_on_the_rtx_stream() {
+        let mut f = forwarder();
+        let (mut out, mut kf) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        f.on_packet(0, vp8_packet(7, 10, 900, true), now, &mut out, &mut kf);
+        let first = out.iter().find(|o| o.key == 2).unwrap().packet.clone();
+        let mut resent = Vec::new();
+        f.on_nack(
+            2,
+            [first.header.sequence_number, first.header.sequence_number],
+            &mut resent,
+        );
+        assert_eq!(resent.len(), 2);
+        let rtx = &resent[0].packet;
+        assert_eq!(rtx.header.ssrc, 2002);
+        assert_eq!(rtx.header.payload_type, 112);
+        assert_eq!(rtx.header.timestamp, first.header.timestamp);
+        assert_eq!(
+            &rtx.payload[..2],
+            &first.header.sequence_number.to_be_bytes()
+        );
+        assert_eq!(&rtx.payload[2..], &first.payload[..]);
+        // The RTX stream has its own, consecutive sequence numbers.
+        let next = resent[1].packet.header.sequence_number;
+        assert_eq!(next, rtx.header.sequence_number.wrapping_add(1));
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Metrics {
             "Datagrams dropped on the media port, by reason",
             dropped_datagrams.clone(),
         );
-        let forward_latency = Histogram::new(LATENCY_BUCKETS.into_iter());
+        let forward_latency = Histogram::new(LATENCY_BUCKETS);
         r.register(
             "kaskade_forward_latency_seconds",
             "In-node forwarding latency: packet arrival to its send to one subscriber",

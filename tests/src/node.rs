@@ -58,9 +58,20 @@ impl NodeProcess {
 
     /// Same, inside `netns` when given (the addresses are then the namespace's loopback).
     pub fn start_in(netns: Option<&NetNs>, bin: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_http(netns, bin, "127.0.0.1:0", extra)
+    }
+
+    /// Same, with HTTP on `http` (e.g. a namespace's veth address, reachable from the host);
+    /// media stays on loopback.
+    pub fn start_with_http(
+        netns: Option<&NetNs>,
+        bin: &Path,
+        http: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(bin.exists(), "node binary {} does not exist", bin.display());
         let mut cmd = Command::new(bin);
-        cmd.args(["node", "--http", "127.0.0.1:0", "--rtc", "127.0.0.1:0"])
+        cmd.args(["node", "--http", http, "--rtc", "127.0.0.1:0"])
             .args(extra);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");

@@ -15,7 +15,7 @@ use kaskade_mesh::engine_api::{
     SessionKey, SubscribeOffer, TrackDescriptor,
 };
 use kaskade_mesh::forwarder::{
-    DownstreamSpec, Forwarded, ForwardedMedia, KeyframeRequest, TrackForwarder,
+    DownstreamSpec, Forwarded, ForwardedMedia, KeyframeRequest, RtxSpec, TrackForwarder,
 };
 use kaskade_proto::signal::{MediaKind, TrackSource};
 use kaskade_proto::{ParticipantId, TrackId};
@@ -30,7 +30,8 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -97,6 +98,7 @@ struct Inbound {
 struct Outbound {
     sender: RTCRtpSenderId,
     ssrc: u32,
+    rtx_ssrc: Option<u32>,
     /// Registered with the track's forwarder (after negotiation settled the payload types).
     attached: bool,
     wanted_layer: u8,
@@ -141,8 +143,10 @@ struct Engine {
     tracks: HashMap<TrackId, TrackEntry>,
     next_key: SessionKey,
     /// Copies produced by forwarders this turn, and the track they belong to.
-    forwarded: Vec<(TrackId, Forwarded<SessionKey>)>,
+    forwarded: Vec<Forwarded<SessionKey>>,
     keyframe_requests: Vec<(TrackId, KeyframeRequest)>,
+    /// Reused buffer for a forwarder's keyframe requests.
+    requests_scratch: Vec<KeyframeRequest>,
     dirty: Vec<SessionKey>,
     /// (subscriber, arrival) of every copy forwarded this turn, for the latency histogram.
     latency: Vec<(SessionKey, Instant)>,
@@ -170,6 +174,7 @@ impl Engine {
             next_key: 1,
             forwarded: Vec::new(),
             keyframe_requests: Vec::new(),
+            requests_scratch: Vec::new(),
             dirty: Vec::new(),
             latency: Vec::new(),
             newly_connected: Vec::new(),
@@ -358,7 +363,7 @@ impl Engine {
                     RTCPeerConnectionState::Connected if !session.connected => {
                         session.connected = true;
                         info!(session = key, participant = %session.participant, "peer connected");
-                        let _ = session.events.send(EdgeEvent::Connected { session: key });
+                        session.events.send(EdgeEvent::Connected { session: key });
                         self.newly_connected.push(key);
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
@@ -401,21 +406,23 @@ impl Engine {
                             layer
                         }
                     };
-                    let mut out = Vec::new();
-                    let mut requests = Vec::new();
-                    entry
-                        .forwarder
-                        .on_packet(layer, packet, arrival, &mut out, &mut requests);
-                    for f in out {
-                        self.latency.push((f.key, arrival));
-                        self.forwarded.push((entry.desc.id.clone(), f));
-                    }
-                    for r in requests {
+                    let before = self.forwarded.len();
+                    entry.forwarder.on_packet(
+                        layer,
+                        packet,
+                        arrival,
+                        &mut self.forwarded,
+                        &mut self.requests_scratch,
+                    );
+                    self.latency
+                        .extend(self.forwarded[before..].iter().map(|f| (f.key, arrival)));
+                    for r in self.requests_scratch.drain(..) {
                         self.keyframe_requests.push((entry.desc.id.clone(), r));
                     }
                 }
                 RTCMessage::RtcpPacket(rtc_track, packets) => {
                     let track = TrackId(rtc_track);
+                    tracing::trace!(session = key, track = %track, kinds = ?packets.iter().map(|p| p.header().packet_type).collect::<Vec<_>>(), "RTCP");
                     if !session.outbound.contains_key(&track) {
                         continue;
                     }
@@ -436,15 +443,11 @@ impl Engine {
                         } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                             self.metrics.nacks.inc();
                             let lost = nack.nacks.iter().flat_map(|pair| pair.packet_list());
-                            let mut out = Vec::new();
                             let before = entry.forwarder.stats.retransmitted;
-                            entry.forwarder.on_nack(key, lost, &mut out);
+                            entry.forwarder.on_nack(key, lost, &mut self.forwarded);
                             self.metrics
                                 .retransmits
                                 .inc_by(entry.forwarder.stats.retransmitted - before);
-                            for f in out {
-                                self.forwarded.push((track.clone(), f));
-                            }
                         }
                     }
                 }
@@ -460,21 +463,26 @@ impl Engine {
 
     /// Hands forwarded copies to their subscribers' sessions and keyframe requests to publishers.
     fn deliver(&mut self, now: Instant) {
-        for (track, f) in std::mem::take(&mut self.forwarded) {
+        let mut forwarded = std::mem::take(&mut self.forwarded);
+        for f in forwarded.drain(..) {
             let Some(sub) = self.sessions.get_mut(&f.key) else {
                 continue;
             };
             if !sub.connected {
                 continue;
             }
+            // rtc's write path routes by SSRC and ignores the track id: pass an empty one
+            // rather than allocate a copy of the id per packet and subscriber.
             let message = TaggedRTCMessage {
                 now,
-                message: RTCMessage::RtpPacket(track.0, f.packet),
+                message: RTCMessage::RtpPacket(String::new(), f.packet),
             };
             if sub.pc.handle_write(message).is_ok() {
                 self.dirty.push(f.key);
             }
         }
+        // Hand the (now empty) buffer back so its capacity is reused next turn.
+        self.forwarded = forwarded;
         for (track, request) in std::mem::take(&mut self.keyframe_requests) {
             let Some(entry) = self.tracks.get(&track) else {
                 continue;
@@ -805,6 +813,7 @@ impl Engine {
             return Ok(());
         }
         let ssrc = rand::random::<u32>();
+        let rtx_ssrc = (desc.kind == MediaKind::Video).then(rand::random::<u32>);
         let kind = match desc.kind {
             MediaKind::Audio => RtpCodecKind::Audio,
             MediaKind::Video => RtpCodecKind::Video,
@@ -817,6 +826,7 @@ impl Engine {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
+                    rtx: rtx_ssrc.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                     ..Default::default()
                 },
                 active: true,
@@ -834,6 +844,7 @@ impl Engine {
             Outbound {
                 sender,
                 ssrc,
+                rtx_ssrc,
                 attached: false,
                 wanted_layer,
             },
@@ -877,12 +888,20 @@ impl Engine {
                 warn!(session = key, track = %id, "no common codec with subscriber");
                 continue;
             }
-            debug!(session = key, track = %id, ?payload_types, "subscriber leg attached");
+            let rtx = out.rtx_ssrc.and_then(|ssrc| {
+                let payload_types = rtx_payload_types(theirs, &payload_types);
+                (!payload_types.is_empty()).then_some(RtxSpec {
+                    ssrc,
+                    payload_types,
+                })
+            });
+            debug!(session = key, track = %id, ?payload_types, rtx = rtx.is_some(), "subscriber leg attached");
             entry.forwarder.add_downstream(DownstreamSpec {
                 key,
                 ssrc: out.ssrc,
                 payload_types,
                 wanted_layer: out.wanted_layer,
+                rtx,
             });
             out.attached = true;
             // A leg added to a connected session (renegotiation) needs a keyframe to start;
@@ -1041,7 +1060,7 @@ impl Engine {
         match self.make_offer(key, now) {
             Ok(offer) => {
                 if let Some(s) = self.sessions.get(&key) {
-                    let _ = s.events.send(EdgeEvent::SubscribeOffer {
+                    s.events.send(EdgeEvent::SubscribeOffer {
                         session: key,
                         offer: offer.offer,
                         tracks: offer.tracks,
@@ -1109,7 +1128,7 @@ impl Engine {
             }
         }
         info!(session = key, participant = %session.participant, reason, "peer session closed");
-        let _ = session.events.send(EdgeEvent::Closed {
+        session.events.send(EdgeEvent::Closed {
             session: key,
             reason: reason.to_owned(),
         });
@@ -1152,6 +1171,26 @@ fn negotiated_codecs(pc: &mut RTCPeerConnection, mid: &str) -> Vec<(u8, RTCRtpCo
         .codecs
         .iter()
         .map(|c| (c.payload_type, c.rtp_codec.clone()))
+        .collect()
+}
+
+/// For each subscriber media payload type in `media`, the RTX payload type whose `apt` names it.
+fn rtx_payload_types(codecs: &[RTCRtpCodecParameters], media: &[(u8, u8)]) -> Vec<(u8, u8)> {
+    media
+        .iter()
+        .filter_map(|(_, theirs)| {
+            codecs
+                .iter()
+                .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+                .find(|c| {
+                    c.rtp_codec
+                        .sdp_fmtp_line
+                        .split(';')
+                        .filter_map(|kv| kv.trim().split_once('='))
+                        .any(|(k, v)| k == "apt" && v.parse::<u8>().ok() == Some(*theirs))
+                })
+                .map(|c| (*theirs, c.payload_type))
+        })
         .collect()
 }
 

@@ -4,6 +4,7 @@
 
 pub mod datagram;
 pub mod engine;
+pub mod feedback_interceptor;
 pub mod offer;
 pub mod peer_factory;
 

@@ -4,6 +4,7 @@
 //! retransmissions are answered from the forwarder's per-track packet cache instead of a copy of
 //! every packet per subscriber.
 
+use super::feedback_interceptor::{FEEDBACK_SLOT, FeedbackToNode};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
@@ -74,7 +75,9 @@ pub fn new_peer(
         RtpCodecKind::Video,
     );
     configure_simulcast_extension_headers(&mut media)?;
-    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    let registry = Registry::new()
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::from(FEEDBACK_SLOT), FeedbackToNode::default());
     let registry = configure_twcc_receiver_only(registry, &mut media)?;
     let registry = configure_rtcp_reports(registry);
 

@@ -1,0 +1,96 @@
+//! `FeedbackToNode`: the interceptor that lets subscriber feedback reach the engine. webrtc-rs ends
+//! inbound RTCP at the end of its interceptor chain unless an interceptor vouches for a packet;
+//! this one vouches for the compound packets that carry NACK, PLI or FIR, because the forwarder
+//! answers those (from its packet cache, or by asking the publisher for a keyframe). Reports stay
+//! with the interceptors that act on them.
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Where it sits: after every built-in reader of inbound RTCP, before the terminus.
+pub const FEEDBACK_SLOT: usize = 12_500;
+
+#[derive(Default)]
+pub struct FeedbackToNode {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+/// True if any packet of the compound is one the forwarder acts on.
+pub fn is_forwarder_feedback(packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool {
+    packets.iter().any(|p| {
+        let any = p.as_any();
+        any.is::<TransportLayerNack>()
+            || any.is::<PictureLossIndication>()
+            || any.is::<FullIntraRequest>()
+    })
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToNode {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && is_forwarder_feedback(packets)
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackToNode {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+
+    #[test]
+    fn vouches_for_feedback_not_reports() {
+        let report: Box<dyn rtc::rtcp::packet::Packet> = Box::new(ReceiverReport::default());
+        let nack: Box<dyn rtc::rtcp::packet::Packet> = Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+            nacks: vec![NackPair::new(7)],
+        });
+        let pli: Box<dyn rtc::rtcp::packet::Packet> = Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc: 2,
+        });
+        assert!(!is_forwarder_feedback(&[report]));
+        let report: Box<dyn rtc::rtcp::packet::Packet> = Box::new(ReceiverReport::default());
+        assert!(is_forwarder_feedback(&[report, nack]));
+        assert!(is_forwarder_feedback(&[pli]));
+    }
+}
