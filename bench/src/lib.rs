@@ -1,1 +1,3 @@
 //! Kaskade's benchmarks and load generator.
+
+pub mod impair;

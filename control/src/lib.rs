@@ -20,6 +20,8 @@ pub struct NodeRecord {
     pub http_url: String,
     /// Its media address (UDP), as put in ICE candidates.
     pub media_addr: String,
+    /// Its relay endpoint (QUIC), where other nodes of the mesh connect; empty if it has none.
+    pub relay_addr: String,
     /// Peer sessions it currently holds: the load used for placement.
     pub sessions: u64,
     pub draining: bool,

@@ -20,6 +20,8 @@ struct Registration {
 struct State {
     next_lease: u64,
     nodes: BTreeMap<String, Registration>,
+    /// Nodes given by configuration (`--peer`): always taken as live, never expire.
+    static_nodes: BTreeMap<String, NodeRecord>,
     rooms: BTreeMap<RoomName, String>,
 }
 
@@ -42,16 +44,27 @@ impl MemoryControlPlane {
         }
     }
 
+    /// Adds a node known from configuration rather than registration (static membership). It
+    /// counts as live for as long as this backend exists; a registration of the same id wins.
+    pub fn add_static_node(&self, node: NodeRecord) {
+        self.lock().static_nodes.insert(node.id.clone(), node);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn live(state: &State, now: Instant) -> impl Iterator<Item = &NodeRecord> {
-        state
+        let registered = state
             .nodes
             .values()
             .filter(move |r| r.expires > now)
-            .map(|r| &r.node)
+            .map(|r| &r.node);
+        let configured = state
+            .static_nodes
+            .values()
+            .filter(|n| !state.nodes.contains_key(&n.id));
+        registered.chain(configured)
     }
 }
 
@@ -149,6 +162,7 @@ mod tests {
             site: site.into(),
             http_url: format!("http://{id}"),
             media_addr: "127.0.0.1:7000".into(),
+            relay_addr: String::new(),
             sessions,
             draining: false,
         }
@@ -237,5 +251,20 @@ mod tests {
                 .unwrap();
             assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "n3");
         });
+    }
+
+    #[tokio::test]
+    async fn static_nodes_are_live_and_registration_wins() {
+        let cp = MemoryControlPlane::default();
+        cp.add_static_node(node("n2", "b", 0));
+        let live = cp.live_nodes().await.unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].site, "b");
+        cp.register_node(node("n2", "c", 0), Duration::from_secs(3))
+            .await
+            .unwrap();
+        let live = cp.live_nodes().await.unwrap();
+        assert_eq!(live.len(), 1, "one record per node id");
+        assert_eq!(live[0].site, "c");
     }
 }

@@ -2,6 +2,7 @@
 //! join and forgets it when the room closes itself; it also keeps per-room member and track
 //! counts for the admin API and metrics without a round trip to every actor.
 
+use crate::federation::{MeshSink, RemoteRoomEvent};
 use crate::room::{MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::ParticipantInfo;
@@ -33,11 +34,36 @@ struct Entry {
 #[derive(Default)]
 pub struct RoomDirectory {
     rooms: Mutex<BTreeMap<RoomName, Entry>>,
+    mesh: MeshSink,
 }
 
 impl RoomDirectory {
+    /// A directory for a node on its own.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// A directory whose rooms report their local changes to the mesh.
+    pub fn with_mesh(mesh: MeshSink) -> Arc<Self> {
+        Arc::new(Self {
+            rooms: Mutex::default(),
+            mesh,
+        })
+    }
+
+    /// Hands what another node's members did to the room, if it is open here.
+    pub fn remote(&self, name: &RoomName, node: &str, event: RemoteRoomEvent) {
+        if let Some(actor) = self.get(name) {
+            let _ = actor.cast(RoomMsg::Remote {
+                node: node.to_owned(),
+                event,
+            });
+        }
+    }
+
+    /// Names of the rooms open on this node.
+    pub fn names(&self) -> Vec<RoomName> {
+        self.lock().keys().cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RoomName, Entry>> {
@@ -80,6 +106,7 @@ impl RoomDirectory {
             RoomArgs {
                 name: name.clone(),
                 directory: self.clone(),
+                mesh: self.mesh.clone(),
             },
         )
         .await

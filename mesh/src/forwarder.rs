@@ -161,6 +161,31 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         }
     }
 
+    /// The layers the subscribers want, as a bit set (bit `n` = layer `n`).
+    pub fn wanted_layers(&self) -> u8 {
+        self.downstreams
+            .iter()
+            .fold(0u8, |set, d| set | 1u8 << d.selector.wanted().min(7))
+    }
+
+    /// A packet of `layer` still in the cache, by its source sequence number (for a relay
+    /// downstream's NACK, which speaks source numbers).
+    pub fn cached(&self, layer: u8, seq: u16) -> Option<&rtp::packet::Packet> {
+        self.layers.get(layer as usize)?.cache.get(seq)
+    }
+
+    /// Someone downstream (a relay link) needs a keyframe on `layer`: throttled like any other.
+    pub fn request_layer_keyframe(
+        &mut self,
+        layer: u8,
+        now: Instant,
+        requests: &mut Vec<KeyframeRequest>,
+    ) {
+        if self.media != ForwardedMedia::Audio {
+            self.request_keyframe(layer, now, requests);
+        }
+    }
+
     /// The layer a subscriber currently receives, if any.
     pub fn current_layer(&self, key: K) -> Option<u8> {
         self.downstreams

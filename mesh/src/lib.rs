@@ -1,11 +1,13 @@
 //! Kaskade's media engine. `core` holds the forwarding decisions as plain structs with no I/O and
 //! explicit time (sequence rewriting, packet cache, keyframe-request throttle, simulcast layer
 //! selection); `forwarder` composes them per published track for the packet path; `room` and
-//! `directory` are the actors and index that own room membership and track directories.
+//! `directory` are the actors and index that own room membership and track directories;
+//! `federation` is how a room's parts on several nodes of a mesh meet.
 
 pub mod core;
 pub mod directory;
 pub mod engine_api;
+pub mod federation;
 pub mod forwarder;
 pub mod participant;
 pub mod room;

@@ -1,8 +1,11 @@
 //! The `Room` actor: one per room on a node. It owns the room's membership and track directory,
 //! and tells every member what changes (joins, leaves, tracks published and unpublished, mutes,
-//! chat) through the member's own event sink. It never sees media.
+//! chat) through the member's own event sink. In a mesh, it also holds what other nodes' members
+//! of the room are and publish (merged from [`RemoteRoomEvent`]s) and reports its own local changes
+//! to the [`MeshSink`]. The actor lives while the room has local members. It never sees media.
 
 use crate::directory::RoomDirectory;
+use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use kaskade_proto::signal::{ParticipantInfo, ServerMessage, TrackInfo};
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -60,17 +63,25 @@ pub enum RoomMsg {
         text: String,
     },
     Snapshot(RpcReplyPort<RoomSnapshot>),
+    /// What another node's members did.
+    Remote {
+        node: String,
+        event: RemoteRoomEvent,
+    },
 }
 
 struct Member {
     info: ParticipantInfo,
     sink: Option<MemberSink>,
     hidden: bool,
+    /// The node the member is connected to; `None` for this node.
+    node: Option<String>,
 }
 
 pub struct RoomState {
     name: RoomName,
     directory: Arc<RoomDirectory>,
+    mesh: MeshSink,
     members: BTreeMap<ParticipantId, Member>,
     /// In publication order, so "the room's first publisher" means what it says.
     tracks: Vec<TrackInfo>,
@@ -87,6 +98,186 @@ impl RoomState {
                 .map(|m| m.info.clone())
                 .collect(),
             tracks: self.tracks.clone(),
+        }
+    }
+
+    fn is_local(&self, participant: &ParticipantId) -> bool {
+        self.members
+            .get(participant)
+            .is_some_and(|m| m.node.is_none())
+    }
+
+    fn local_members(&self) -> usize {
+        self.members.values().filter(|m| m.node.is_none()).count()
+    }
+
+    fn update_counts(&self) {
+        self.directory
+            .set_counts(&self.name, self.local_members(), self.tracks.len());
+    }
+
+    fn is_from(&self, participant: &ParticipantId, node: &str) -> bool {
+        self.members
+            .get(participant)
+            .is_some_and(|m| m.node.as_deref() == Some(node))
+    }
+
+    fn remote_join(&mut self, node: &str, info: ParticipantInfo) {
+        if self.members.contains_key(&info.id) {
+            return;
+        }
+        self.broadcast(
+            &ServerMessage::ParticipantJoined {
+                participant: info.clone(),
+            },
+            None,
+        );
+        self.members.insert(
+            info.id.clone(),
+            Member {
+                info,
+                sink: None,
+                hidden: false,
+                node: Some(node.to_owned()),
+            },
+        );
+    }
+
+    /// Removes a member and its tracks, telling the local members.
+    fn remove_member(&mut self, participant: &ParticipantId) -> Option<Member> {
+        let member = self.members.remove(participant)?;
+        let (gone, kept) = std::mem::take(&mut self.tracks)
+            .into_iter()
+            .partition(|t| &t.participant == participant);
+        self.tracks = kept;
+        for track in gone {
+            let message = ServerMessage::TrackUnpublished { track: track.id };
+            self.broadcast(&message, None);
+        }
+        if !member.hidden {
+            self.broadcast(
+                &ServerMessage::ParticipantLeft {
+                    participant: participant.clone(),
+                },
+                None,
+            );
+        }
+        Some(member)
+    }
+
+    fn remote_publish(&mut self, node: &str, track: TrackInfo) {
+        if !self.is_from(&track.participant, node) || self.tracks.iter().any(|t| t.id == track.id) {
+            return;
+        }
+        self.tracks.push(track.clone());
+        self.broadcast(&ServerMessage::TrackPublished { track }, None);
+    }
+
+    fn unpublish(&mut self, id: &TrackId) -> bool {
+        let before = self.tracks.len();
+        self.tracks.retain(|t| &t.id != id);
+        if self.tracks.len() != before {
+            self.broadcast(&ServerMessage::TrackUnpublished { track: id.clone() }, None);
+            return true;
+        }
+        false
+    }
+
+    fn chat(&self, from: ParticipantId, name: String, text: String, ts: u64) {
+        self.broadcast(
+            &ServerMessage::Chat {
+                from,
+                name,
+                text,
+                ts,
+            },
+            None,
+        );
+    }
+
+    fn on_remote(&mut self, node: &str, event: RemoteRoomEvent) {
+        match event {
+            RemoteRoomEvent::State {
+                participants,
+                tracks,
+            } => {
+                let stale: Vec<ParticipantId> = self
+                    .members
+                    .iter()
+                    .filter(|(id, m)| {
+                        m.node.as_deref() == Some(node)
+                            && !participants.iter().any(|p| &p.id == *id)
+                    })
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in stale {
+                    self.remove_member(&id);
+                }
+                let from_node: Vec<TrackId> = self
+                    .tracks
+                    .iter()
+                    .filter(|t| self.is_from(&t.participant, node))
+                    .filter(|t| !tracks.iter().any(|n| n.id == t.id))
+                    .map(|t| t.id.clone())
+                    .collect();
+                for id in from_node {
+                    self.unpublish(&id);
+                }
+                for p in participants {
+                    self.remote_join(node, p);
+                }
+                for t in tracks {
+                    self.remote_publish(node, t);
+                }
+            }
+            RemoteRoomEvent::Joined(info) => self.remote_join(node, info),
+            RemoteRoomEvent::Left(id) => {
+                if self.is_from(&id, node) {
+                    self.remove_member(&id);
+                }
+            }
+            RemoteRoomEvent::Published(track) => self.remote_publish(node, track),
+            RemoteRoomEvent::Unpublished(id) => {
+                let theirs = self
+                    .tracks
+                    .iter()
+                    .any(|t| t.id == id && self.is_from(&t.participant, node));
+                if theirs {
+                    self.unpublish(&id);
+                }
+            }
+            RemoteRoomEvent::Muted { track, muted } => {
+                if let Some(t) = self.tracks.iter_mut().find(|t| t.id == track) {
+                    let participant = t.participant.clone();
+                    if self.is_from(&participant, node)
+                        && let Some(t) = self.tracks.iter_mut().find(|t| t.id == track)
+                    {
+                        t.muted = muted;
+                        self.broadcast(&ServerMessage::TrackMuted { track, muted }, None);
+                    }
+                }
+            }
+            RemoteRoomEvent::Chat {
+                from,
+                name,
+                text,
+                ts,
+            } => {
+                if self.is_from(&from, node) {
+                    self.chat(from, name, text, ts);
+                }
+            }
+            RemoteRoomEvent::NodeGone => {
+                let theirs: Vec<ParticipantId> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.node.as_deref() == Some(node))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in theirs {
+                    self.remove_member(&id);
+                }
+            }
         }
     }
 
@@ -108,6 +299,7 @@ pub struct RoomActor;
 pub struct RoomArgs {
     pub name: RoomName,
     pub directory: Arc<RoomDirectory>,
+    pub mesh: MeshSink,
 }
 
 impl Actor for RoomActor {
@@ -121,12 +313,23 @@ impl Actor for RoomActor {
         args: RoomArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         info!(room = %args.name, "room opened");
+        args.mesh.send(&args.name, LocalRoomEvent::Opened);
         Ok(RoomState {
             name: args.name,
             directory: args.directory,
+            mesh: args.mesh,
             members: BTreeMap::new(),
             tracks: Vec::new(),
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.mesh.send(&state.name, LocalRoomEvent::Closed);
+        Ok(())
     }
 
     async fn handle(
@@ -150,72 +353,81 @@ impl Actor for RoomActor {
                         },
                         None,
                     );
+                    state
+                        .mesh
+                        .send(&state.name, LocalRoomEvent::Joined(info.clone()));
                 }
                 info!(room = %state.name, participant = %info.id, "participant joined");
-                state
-                    .members
-                    .insert(info.id.clone(), Member { info, sink, hidden });
-                state
-                    .directory
-                    .set_counts(&state.name, state.members.len(), state.tracks.len());
+                state.members.insert(
+                    info.id.clone(),
+                    Member {
+                        info,
+                        sink,
+                        hidden,
+                        node: None,
+                    },
+                );
+                state.update_counts();
                 let _ = reply.send(snapshot);
             }
             RoomMsg::Leave { participant } => {
-                let Some(member) = state.members.remove(&participant) else {
+                if !state.is_local(&participant) {
+                    return Ok(());
+                }
+                let Some(member) = state.remove_member(&participant) else {
                     return Ok(());
                 };
-                let (gone, kept) = std::mem::take(&mut state.tracks)
-                    .into_iter()
-                    .partition(|t| t.participant == participant);
-                state.tracks = kept;
-                for track in gone {
-                    let message = ServerMessage::TrackUnpublished { track: track.id };
-                    state.broadcast(&message, None);
-                }
                 if !member.hidden {
-                    state.broadcast(
-                        &ServerMessage::ParticipantLeft {
-                            participant: participant.clone(),
-                        },
-                        None,
-                    );
+                    // Its tracks go with it on the other nodes too.
+                    state
+                        .mesh
+                        .send(&state.name, LocalRoomEvent::Left(participant.clone()));
                 }
                 info!(room = %state.name, participant = %participant, "participant left");
-                state
-                    .directory
-                    .set_counts(&state.name, state.members.len(), state.tracks.len());
-                if state.members.is_empty() {
+                state.update_counts();
+                if state.local_members() == 0 {
                     state.directory.remove(&state.name, myself.get_id());
                     info!(room = %state.name, "room closed");
                     myself.stop(None);
                 }
             }
             RoomMsg::Publish { tracks } => {
+                let mut published = Vec::new();
                 for track in tracks {
-                    if !state.members.contains_key(&track.participant) {
+                    if !state.is_local(&track.participant) {
                         continue;
                     }
                     if state.tracks.iter().any(|t| t.id == track.id) {
                         continue;
                     }
                     state.tracks.push(track.clone());
+                    published.push(track.clone());
                     state.broadcast(&ServerMessage::TrackPublished { track }, None);
                 }
-                state
-                    .directory
-                    .set_counts(&state.name, state.members.len(), state.tracks.len());
+                if !published.is_empty() {
+                    state
+                        .mesh
+                        .send(&state.name, LocalRoomEvent::Published(published));
+                }
+                state.update_counts();
             }
             RoomMsg::Unpublish { tracks } => {
+                let mut gone = Vec::new();
                 for id in tracks {
-                    let before = state.tracks.len();
-                    state.tracks.retain(|t| t.id != id);
-                    if state.tracks.len() != before {
-                        state.broadcast(&ServerMessage::TrackUnpublished { track: id }, None);
+                    let local = state
+                        .tracks
+                        .iter()
+                        .any(|t| t.id == id && state.is_local(&t.participant));
+                    if local && state.unpublish(&id) {
+                        gone.push(id);
                     }
                 }
-                state
-                    .directory
-                    .set_counts(&state.name, state.members.len(), state.tracks.len());
+                if !gone.is_empty() {
+                    state
+                        .mesh
+                        .send(&state.name, LocalRoomEvent::Unpublished(gone));
+                }
+                state.update_counts();
             }
             RoomMsg::SetMuted {
                 participant,
@@ -224,28 +436,51 @@ impl Actor for RoomActor {
             } => {
                 if let Some(t) = state.tracks.iter_mut().find(|t| t.id == track)
                     && t.participant == participant
+                    && state
+                        .members
+                        .get(&participant)
+                        .is_some_and(|m| m.node.is_none())
                 {
                     t.muted = muted;
-                    state.broadcast(&ServerMessage::TrackMuted { track, muted }, None);
+                    state.broadcast(
+                        &ServerMessage::TrackMuted {
+                            track: track.clone(),
+                            muted,
+                        },
+                        None,
+                    );
+                    state
+                        .mesh
+                        .send(&state.name, LocalRoomEvent::Muted { track, muted });
                 }
             }
             RoomMsg::Chat { from, text } => {
-                if let Some(member) = state.members.get(&from) {
+                if let Some(member) = state.members.get(&from)
+                    && member.node.is_none()
+                {
                     let ts = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
-                    let message = ServerMessage::Chat {
-                        from: from.clone(),
-                        name: member.info.name.clone(),
-                        text,
-                        ts,
-                    };
-                    state.broadcast(&message, None);
+                    let name = member.info.name.clone();
+                    state.chat(from.clone(), name.clone(), text.clone(), ts);
+                    state.mesh.send(
+                        &state.name,
+                        LocalRoomEvent::Chat {
+                            from,
+                            name,
+                            text,
+                            ts,
+                        },
+                    );
                 }
             }
             RoomMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
+            }
+            RoomMsg::Remote { node, event } => {
+                state.on_remote(&node, event);
+                state.update_counts();
             }
         }
         Ok(())

@@ -22,6 +22,50 @@ pub struct Cli {
 pub enum Command {
     /// Run one node (in-memory control plane unless configured otherwise).
     Node(NodeArgs),
+    /// Create a cluster CA (or reuse the one in --out) and a certificate per node id, for the
+    /// relay's mutual TLS. For development and tests; production meshes bring their own PKI.
+    Certs(CertsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertsArgs {
+    /// Directory for ca.pem, ca.key and <node-id>.pem / <node-id>.key.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Node ids to issue certificates for.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// Another node of the mesh, given statically: `NODE_ID@SITE@ADDR` (ADDR is its relay endpoint).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    pub id: String,
+    pub site: String,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for PeerSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.splitn(3, '@');
+        let (Some(id), Some(site), Some(addr)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(format!("expected NODE_ID@SITE@ADDR, got {s:?}"));
+        };
+        if id.is_empty() || site.is_empty() {
+            return Err(format!("empty node id or site in {s:?}"));
+        }
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("bad address in {s:?}: {e}"))?;
+        Ok(Self {
+            id: id.to_owned(),
+            site: site.to_owned(),
+            addr,
+        })
+    }
 }
 
 #[derive(Args, Debug, Default)]
@@ -47,6 +91,17 @@ pub struct NodeArgs {
     /// Log format: text or json (default text).
     #[arg(long, env = "KASKADE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// QUIC relay endpoint for the other nodes of the mesh (default 127.0.0.1:7100). The relay
+    /// runs only with --certs.
+    #[arg(long, env = "KASKADE_RELAY")]
+    pub relay: Option<SocketAddr>,
+    /// Directory with the cluster CA (ca.pem) and this node's <node-id>.pem / <node-id>.key,
+    /// as `kaskade certs` writes them. Enables the relay.
+    #[arg(long, env = "KASKADE_CERTS")]
+    pub certs: Option<PathBuf>,
+    /// Another node of the mesh: NODE_ID@SITE@ADDR (repeatable).
+    #[arg(long = "peer", env = "KASKADE_PEERS", value_delimiter = ',')]
+    pub peers: Vec<PeerSpec>,
 }
 
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +122,10 @@ struct FileConfig {
     node_id: Option<String>,
     site: Option<String>,
     log_format: Option<LogFormat>,
+    relay: Option<SocketAddr>,
+    certs: Option<PathBuf>,
+    #[serde(default)]
+    peers: Vec<PeerSpec>,
 }
 
 /// The resolved configuration a node runs with.
@@ -78,6 +137,9 @@ pub struct NodeConfig {
     pub node_id: String,
     pub site: String,
     pub log_format: LogFormat,
+    pub relay: SocketAddr,
+    pub certs: Option<PathBuf>,
+    pub peers: Vec<PeerSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +187,16 @@ impl NodeArgs {
                 .unwrap_or_else(|| format!("n{:08x}", rand::random::<u32>())),
             site: self.site.or(file.site).unwrap_or_else(|| "local".into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            relay: self
+                .relay
+                .or(file.relay)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7100))),
+            certs: self.certs.or(file.certs),
+            peers: if self.peers.is_empty() {
+                file.peers
+            } else {
+                self.peers
+            },
         })
     }
 }
@@ -148,6 +220,32 @@ mod tests {
         assert_eq!(cfg.http, SocketAddr::from(([127, 0, 0, 1], 9000)));
         assert_eq!(cfg.site, "hamburg");
         assert_eq!(cfg.rtc, SocketAddr::from(([127, 0, 0, 1], 7000)));
+    }
+
+    #[test]
+    fn peers_come_from_flags_or_the_file() {
+        let p: PeerSpec = "n3@b@127.0.0.3:7100".parse().unwrap();
+        assert_eq!(p.id, "n3");
+        assert_eq!(p.site, "b");
+        assert!("n3@127.0.0.3:7100".parse::<PeerSpec>().is_err());
+        assert!("n3@b@nowhere".parse::<PeerSpec>().is_err());
+        let dir = std::env::temp_dir().join(format!("kaskade-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "[[peers]]\nid = \"n2\"\nsite = \"a\"\naddr = \"127.0.0.2:7100\"\n",
+        )
+        .unwrap();
+        let cfg = NodeArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(cfg.peers.len(), 1);
+        assert_eq!(cfg.peers[0].addr, SocketAddr::from(([127, 0, 0, 2], 7100)));
+        assert_eq!(cfg.relay, SocketAddr::from(([127, 0, 0, 1], 7100)));
     }
 
     #[test]

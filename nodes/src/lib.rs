@@ -1,14 +1,17 @@
 //! The Kaskade node: wires signalling (axum), the WebRTC edge, the mesh actors and the control plane
 //! together. `main.rs` and the end-to-end test binary both call [`run_cli`].
 
+pub mod certs;
 pub mod config;
 pub mod edge;
 pub mod http;
 pub mod metrics;
+pub mod relay;
 
 use anyhow::Context;
 use clap::Parser;
 use config::{Cli, Command, LogFormat, NodeConfig};
+use std::sync::Arc;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +27,23 @@ pub fn run_cli() -> anyhow::Result<()> {
                 .build()
                 .context("starting the runtime")?;
             runtime.block_on(run_node(config))
+        }
+        Command::Certs(args) => {
+            let files = certs::generate(&args.out, &args.nodes)?;
+            println!(
+                "cluster CA {} ({})",
+                files.ca_cert.display(),
+                if files.ca_reused { "reused" } else { "new" }
+            );
+            for n in files.nodes {
+                println!(
+                    "node {}: {} {}",
+                    n.node_id,
+                    n.cert.display(),
+                    n.key.display()
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -44,18 +64,92 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs one node until Ctrl-C or SIGTERM.
 pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    use kaskade_control::memory::MemoryControlPlane;
     let metrics = metrics::Metrics::new();
-    let (engine, media_addr) =
-        edge::engine::spawn(config.rtc, config.advertise, metrics.clone())
-            .with_context(|| format!("binding the media socket {}", config.rtc))?;
-    let rooms = kaskade_mesh::RoomDirectory::new();
-    let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics);
+    let control = Arc::new(MemoryControlPlane::default());
+    for peer in &config.peers {
+        control.add_static_node(kaskade_control::NodeRecord {
+            id: peer.id.clone(),
+            site: peer.site.clone(),
+            http_url: String::new(),
+            media_addr: String::new(),
+            relay_addr: peer.addr.to_string(),
+            sessions: 0,
+            draining: false,
+        });
+    }
+    let identity = match &config.certs {
+        Some(dir) => Some(
+            relay::tls::MeshIdentity::load(
+                &dir.join(certs::CA_CERT_FILE),
+                &dir.join(format!("{}.pem", config.node_id)),
+                &dir.join(format!("{}.key", config.node_id)),
+                &config.node_id,
+            )
+            .with_context(|| format!("loading the relay certificates from {}", dir.display()))?,
+        ),
+        None => {
+            if !config.peers.is_empty() {
+                anyhow::bail!("--peer needs --certs: relay links are mutually authenticated");
+            }
+            None
+        }
+    };
+    let (engine_ports, relay_ports, demand) = relay::bridge::bridge();
+    let pending = identity.as_ref().map(|_| relay::manager::prepare());
+    let (engine, media_addr) = edge::engine::spawn(
+        config.rtc,
+        config.advertise,
+        metrics.clone(),
+        identity.as_ref().map(|_| engine_ports),
+    )
+    .with_context(|| format!("binding the media socket {}", config.rtc))?;
+    let rooms = match &pending {
+        Some(p) => kaskade_mesh::RoomDirectory::with_mesh(p.handle().mesh_sink()),
+        None => kaskade_mesh::RoomDirectory::new(),
+    };
+    let mut relay_addr = None;
+    let mut relay_handle = None;
+    if let (Some(pending), Some(identity)) = (pending, identity) {
+        relay_handle = Some(pending.handle());
+        let settings = relay::manager::RelaySettings {
+            node: config.node_id.clone(),
+            site: config.site.clone(),
+            bind: config.relay,
+            identity,
+        };
+        relay_addr = Some(
+            pending
+                .start(
+                    settings,
+                    control.clone(),
+                    metrics.clone(),
+                    relay_ports,
+                    demand,
+                    rooms.clone(),
+                )
+                .with_context(|| format!("starting the relay on {}", config.relay))?,
+        );
+    }
+    let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics)
+        .with_relay(relay_handle);
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    spawn_registration(&config, http_addr, media_addr, state.engine.clone()).await?;
-    info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, "node started");
+    spawn_registration(
+        &config,
+        control,
+        http_addr,
+        media_addr,
+        relay_addr,
+        state.engine.clone(),
+    )
+    .await?;
+    info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, relay = ?relay_addr, "node started");
+    if let Some(relay) = relay_addr {
+        println!("Kaskade node {} relay on {}", config.node_id, relay);
+    }
     println!(
         "Kaskade node {} ready: open http://{}/ (media udp {})",
         config.node_id, http_addr, media_addr
@@ -85,18 +179,20 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
 /// alive with its current load.
 async fn spawn_registration(
     config: &NodeConfig,
+    control: Arc<kaskade_control::memory::MemoryControlPlane>,
     http: std::net::SocketAddr,
     media: std::net::SocketAddr,
+    relay: Option<std::net::SocketAddr>,
     engine: edge::EngineHandle,
 ) -> anyhow::Result<()> {
-    use kaskade_control::{ControlPlane, NodeRecord, memory::MemoryControlPlane};
+    use kaskade_control::{ControlPlane, NodeRecord};
     const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
-    let control = MemoryControlPlane::default();
     let mut record = NodeRecord {
         id: config.node_id.clone(),
         site: config.site.clone(),
         http_url: format!("http://{http}/"),
         media_addr: media.to_string(),
+        relay_addr: relay.map(|r| r.to_string()).unwrap_or_default(),
         sessions: 0,
         draining: false,
     };

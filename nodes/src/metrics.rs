@@ -1,5 +1,6 @@
 //! The node's Prometheus metrics (prometheus-client does the exposition). Labels stay
-//! low-cardinality: no room, participant or address ever becomes a label.
+//! low-cardinality: no room, participant or address ever becomes a label; relay link metrics
+//! are labelled by peer node id (a mesh has tens of nodes, not thousands).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,8 +25,182 @@ pub const DROP_SEND_FAILED: DropReason = DropReason {
     reason: "send_failed",
 };
 
+/// A relay link's peer node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    pub peer: String,
+}
+
+/// Why a relay connection or frame was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabel {
+    pub reason: &'static str,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Relay link metrics, per peer node.
+pub struct RelayMetrics {
+    media_bytes_sent: Family<PeerLabel, Counter>,
+    media_bytes_received: Family<PeerLabel, Counter>,
+    media_packets_sent: Family<PeerLabel, Counter>,
+    media_packets_received: Family<PeerLabel, Counter>,
+    media_dropped: Family<PeerLabel, Counter>,
+    stream_fallbacks: Family<PeerLabel, Counter>,
+    nacks_sent: Family<PeerLabel, Counter>,
+    retransmits: Family<PeerLabel, Counter>,
+    rtt: Family<PeerLabel, FloatGauge>,
+    loss: Family<PeerLabel, FloatGauge>,
+    receive_rate: Family<PeerLabel, FloatGauge>,
+    link_up: Family<PeerLabel, Gauge>,
+    connects: Family<PeerLabel, Counter>,
+    /// Connections or frames refused (bad certificate, bad hello, malformed frame).
+    pub refused: Family<RefusalLabel, Counter>,
+}
+
+/// One peer's relay counters, cloned out of the families so the packet path needs no lookup.
+#[derive(Clone)]
+pub struct RelayPeerMetrics {
+    pub media_bytes_sent: Counter,
+    pub media_bytes_received: Counter,
+    pub media_packets_sent: Counter,
+    pub media_packets_received: Counter,
+    pub media_dropped: Counter,
+    pub stream_fallbacks: Counter,
+    pub nacks_sent: Counter,
+    pub retransmits: Counter,
+    pub rtt: FloatGauge,
+    pub loss: FloatGauge,
+    pub receive_rate: FloatGauge,
+    pub link_up: Gauge,
+    pub connects: Counter,
+}
+
+impl RelayMetrics {
+    fn register(r: &mut Registry) -> Self {
+        fn family<
+            M: Default
+                + prometheus_client::metrics::TypedMetric
+                + prometheus_client::encoding::EncodeMetric
+                + Clone
+                + std::fmt::Debug
+                + Send
+                + Sync
+                + 'static,
+        >(
+            r: &mut Registry,
+            name: &str,
+            help: &str,
+        ) -> Family<PeerLabel, M> {
+            let f = Family::<PeerLabel, M>::default();
+            r.register(name, help, f.clone());
+            f
+        }
+        let refused = Family::<RefusalLabel, Counter>::default();
+        r.register(
+            "kaskade_relay_refused",
+            "Relay connections or frames refused, by reason",
+            refused.clone(),
+        );
+        Self {
+            media_bytes_sent: family(
+                r,
+                "kaskade_relay_media_bytes_sent",
+                "RTP bytes sent to a peer node",
+            ),
+            media_bytes_received: family(
+                r,
+                "kaskade_relay_media_bytes_received",
+                "RTP bytes received from a peer node",
+            ),
+            media_packets_sent: family(
+                r,
+                "kaskade_relay_media_packets_sent",
+                "RTP packets sent to a peer node",
+            ),
+            media_packets_received: family(
+                r,
+                "kaskade_relay_media_packets_received",
+                "RTP packets received from a peer node",
+            ),
+            media_dropped: family(
+                r,
+                "kaskade_relay_media_dropped",
+                "Relay media packets dropped (queue full, link congested)",
+            ),
+            stream_fallbacks: family(
+                r,
+                "kaskade_relay_stream_fallbacks",
+                "Packets too large for a datagram, sent on the stream",
+            ),
+            nacks_sent: family(
+                r,
+                "kaskade_relay_nacks_sent",
+                "Sequence numbers NACKed upstream after relay loss",
+            ),
+            retransmits: family(
+                r,
+                "kaskade_relay_retransmits",
+                "Packets resent to a peer from the packet cache",
+            ),
+            rtt: family(
+                r,
+                "kaskade_relay_rtt_seconds",
+                "Smoothed round-trip time of the link",
+            ),
+            loss: family(
+                r,
+                "kaskade_relay_loss_ratio",
+                "Media loss on the link from the peer, last interval",
+            ),
+            receive_rate: family(
+                r,
+                "kaskade_relay_receive_bits_per_second",
+                "Media throughput from the peer, last interval",
+            ),
+            link_up: family(
+                r,
+                "kaskade_relay_link_up",
+                "1 while the QUIC connection to the peer is up",
+            ),
+            connects: family(
+                r,
+                "kaskade_relay_connects",
+                "QUIC connections established with the peer",
+            ),
+            refused,
+        }
+    }
+
+    pub fn peer(&self, peer: &str) -> RelayPeerMetrics {
+        let l = PeerLabel {
+            peer: peer.to_owned(),
+        };
+        RelayPeerMetrics {
+            media_bytes_sent: self.media_bytes_sent.get_or_create(&l).clone(),
+            media_bytes_received: self.media_bytes_received.get_or_create(&l).clone(),
+            media_packets_sent: self.media_packets_sent.get_or_create(&l).clone(),
+            media_packets_received: self.media_packets_received.get_or_create(&l).clone(),
+            media_dropped: self.media_dropped.get_or_create(&l).clone(),
+            stream_fallbacks: self.stream_fallbacks.get_or_create(&l).clone(),
+            nacks_sent: self.nacks_sent.get_or_create(&l).clone(),
+            retransmits: self.retransmits.get_or_create(&l).clone(),
+            rtt: self.rtt.get_or_create(&l).clone(),
+            loss: self.loss.get_or_create(&l).clone(),
+            receive_rate: self.receive_rate.get_or_create(&l).clone(),
+            link_up: self.link_up.get_or_create(&l).clone(),
+            connects: self.connects.get_or_create(&l).clone(),
+        }
+    }
+
+    pub fn refuse(&self, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabel { reason }).inc();
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub relay: RelayMetrics,
     pub rooms: Gauge,
     pub participants: Gauge,
     pub tracks: Gauge,
@@ -69,6 +244,7 @@ impl Metrics {
             "Datagrams dropped on the media port, by reason",
             dropped_datagrams.clone(),
         );
+        let relay = RelayMetrics::register(&mut r);
         let forward_latency = Histogram::new(LATENCY_BUCKETS);
         r.register(
             "kaskade_forward_latency_seconds",
@@ -126,6 +302,7 @@ impl Metrics {
             ),
             dropped_datagrams,
             forward_latency,
+            relay,
             registry: r,
         })
     }

@@ -5,12 +5,16 @@
 //! garbage bytes yield `None`/`false`, never a panic.
 
 pub mod av1_keyframe;
+pub mod cascade_route;
 pub mod codec;
 pub mod h264_keyframe;
 pub mod keyframe_request_throttle;
 pub mod layer_selector;
+pub mod link_quality;
 pub mod packet_cache;
+pub mod reconnect_backoff;
 pub mod sequence_rewriter;
+pub mod upstream_loss_detector;
 pub mod vp8_descriptor;
 pub mod vp8_rewriter;
 pub mod vp9_keyframe;
@@ -21,7 +25,10 @@ mod test_support;
 pub use codec::{VideoCodec, is_keyframe_start};
 pub use keyframe_request_throttle::{DEFAULT_KEYFRAME_REQUEST_INTERVAL, KeyframeRequestThrottle};
 pub use layer_selector::{LAYER_TIMEOUT, LayerDecision, MAX_LAYER, SimulcastLayerSelector};
+pub use link_quality::{IntervalStats, LinkQuality};
 pub use packet_cache::PacketCache;
+pub use reconnect_backoff::ReconnectBackoff;
 pub use sequence_rewriter::{RewrittenHeader, SequenceRewriter};
+pub use upstream_loss_detector::{UpstreamArrival, UpstreamLossDetector};
 pub use vp8_descriptor::{PictureIdWidth, Vp8Descriptor, vp8_descriptor};
 pub use vp8_rewriter::Vp8PictureIdRewriter;

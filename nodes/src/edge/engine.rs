@@ -3,11 +3,16 @@
 //! remote address (or, for a new address, by the ICE ufrag in its STUN request); RTP that comes
 //! out of a publisher's session goes through the track's forwarder straight into the subscribers'
 //! sessions and onto the socket in the same turn of the loop — no task or mailbox in between.
+//! Tracks published on other nodes arrive over the relay and are forwarded the same way
+//! (`relay_side`).
+
+mod relay_side;
 
 use super::datagram::{DatagramClass, classify, stun_local_ufrag};
 use super::offer::parse_offer;
 use super::peer_factory::new_peer;
 use crate::metrics::{self, Metrics};
+use crate::relay::bridge::{EngineRelayPorts, EngineToRelay, RelayPacketIn, RelayToEngine};
 use bytes::BytesMut;
 use kaskade_mesh::core::VideoCodec;
 use kaskade_mesh::engine_api::{
@@ -19,6 +24,7 @@ use kaskade_mesh::forwarder::{
 };
 use kaskade_proto::signal::{MediaKind, TrackSource};
 use kaskade_proto::{ParticipantId, TrackId};
+use relay_side::{RelayLeg, RelayState, RemoteSource};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -55,6 +61,7 @@ pub fn spawn(
     bind: SocketAddr,
     advertised_ip: Option<std::net::IpAddr>,
     metrics: Arc<Metrics>,
+    relay: Option<EngineRelayPorts>,
 ) -> std::io::Result<(EngineHandle, SocketAddr)> {
     let std_socket = std::net::UdpSocket::bind(bind)?;
     std_socket.set_nonblocking(true)?;
@@ -82,9 +89,15 @@ pub fn spawn(
                         return;
                     }
                 };
-                Engine::new(socket, local, advertised, metrics)
-                    .run(rx)
-                    .await;
+                let mut engine = Engine::new(socket, local, advertised, metrics);
+                let (relay_commands, relay_media) = match relay {
+                    Some(ports) => {
+                        engine.relay_demand = Some(ports.demand);
+                        (Some(ports.commands), Some(ports.media))
+                    }
+                    None => (None, None),
+                };
+                engine.run(rx, relay_commands, relay_media).await;
             });
         })?;
     Ok((handle, local))
@@ -125,11 +138,16 @@ struct Session {
 
 struct TrackEntry {
     desc: TrackDescriptor,
-    publisher: SessionKey,
+    /// The local session publishing it; `None` for a track published on another node.
+    publisher: Option<SessionKey>,
     receiver: Option<RTCRtpReceiverId>,
     /// Publisher codecs as negotiated: (payload type, codec).
     codecs: Vec<(u8, RTCRtpCodec)>,
     forwarder: TrackForwarder<SessionKey>,
+    /// Set for a track published on another node.
+    remote: Option<RemoteSource>,
+    /// Other nodes this track is sent to.
+    relay_legs: Vec<RelayLeg>,
 }
 
 struct Engine {
@@ -153,6 +171,23 @@ struct Engine {
     /// Sessions whose DTLS came up this turn: their subscriber legs start now.
     newly_connected: Vec<SessionKey>,
     closing: Vec<(SessionKey, String)>,
+    relay: RelayState,
+    relay_demand: Option<mpsc::UnboundedSender<EngineToRelay>>,
+}
+
+/// Receives from an optional channel; pends forever without one.
+async fn recv_optional<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_optional_bounded<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Engine {
@@ -179,10 +214,17 @@ impl Engine {
             latency: Vec::new(),
             newly_connected: Vec::new(),
             closing: Vec::new(),
+            relay: RelayState::default(),
+            relay_demand: None,
         }
     }
 
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<EngineCommand>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<EngineCommand>,
+        mut relay_commands: Option<mpsc::UnboundedReceiver<RelayToEngine>>,
+        mut relay_media: Option<mpsc::Receiver<RelayPacketIn>>,
+    ) {
         info!(media = %self.local, "media engine running");
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -194,9 +236,35 @@ impl Engine {
             );
             tokio::select! {
                 biased;
+                // Relay commands first: a remote track the relay added must exist before a
+                // subscription to it, which was sent later but on the other queue, is handled.
+                command = recv_optional(&mut relay_commands) => {
+                    match command {
+                        Some(command) => self.on_relay_command(command),
+                        None => relay_commands = None,
+                    }
+                }
                 command = commands.recv() => {
                     let Some(command) = command else { break };
                     self.on_command(command);
+                }
+                packet = recv_optional_bounded(&mut relay_media) => {
+                    match packet {
+                        Some(packet) => {
+                            self.on_relay_packet(packet);
+                            // Take what else is queued in the same turn.
+                            if let Some(rx) = relay_media.as_mut() {
+                                for _ in 0..READ_BATCH {
+                                    match rx.try_recv() {
+                                        Ok(p) => self.on_relay_packet(p),
+                                        Err(_) => break,
+                                    }
+                                }
+                            }
+                            self.deliver(Instant::now());
+                        }
+                        None => relay_media = None,
+                    }
                 }
                 readable = self.socket.readable() => {
                     if readable.is_err() { break; }
@@ -406,6 +474,7 @@ impl Engine {
                             layer
                         }
                     };
+                    entry.send_to_legs(layer, &packet, &mut self.relay);
                     let before = self.forwarded.len();
                     entry.forwarder.on_packet(
                         layer,
@@ -487,9 +556,16 @@ impl Engine {
             let Some(entry) = self.tracks.get(&track) else {
                 continue;
             };
-            let (Some(publisher), Some(receiver)) =
-                (self.sessions.get_mut(&entry.publisher), entry.receiver)
-            else {
+            if entry.remote.is_some() {
+                if self.request_upstream_keyframe(entry, request.layer) {
+                    self.metrics.keyframe_requests_sent.inc();
+                }
+                continue;
+            }
+            let (Some(publisher_key), Some(receiver)) = (entry.publisher, entry.receiver) else {
+                continue;
+            };
+            let Some(publisher) = self.sessions.get_mut(&publisher_key) else {
                 continue;
             };
             if let Some(mut r) = publisher.pc.rtp_receiver(receiver) {
@@ -501,7 +577,7 @@ impl Engine {
                     Ok(()) => {
                         debug!(track = %track, ssrc = request.ssrc, "keyframe requested");
                         self.metrics.keyframe_requests_sent.inc();
-                        self.dirty.push(entry.publisher);
+                        self.dirty.push(publisher_key);
                     }
                     Err(e) => debug!(track = %track, error = %e, "keyframe request failed"),
                 }
@@ -640,6 +716,7 @@ impl Engine {
                 });
             }
         }
+        self.refresh_all_demand();
         self.metrics.sessions.set(self.sessions.len() as i64);
     }
 
@@ -772,10 +849,12 @@ impl Engine {
                 desc.id.clone(),
                 TrackEntry {
                     desc: desc.clone(),
-                    publisher: key,
+                    publisher: Some(key),
                     receiver: None,
                     codecs,
                     forwarder: TrackForwarder::new(media, clock_rate, desc.layers.len().max(1)),
+                    remote: None,
+                    relay_legs: Vec::new(),
                 },
             );
         }
@@ -792,8 +871,20 @@ impl Engine {
     }
 
     fn remove_track(&mut self, id: &TrackId) {
-        if self.tracks.remove(id).is_some() {
+        if let Some(entry) = self.tracks.remove(id) {
             info!(track = %id, "track removed");
+            for leg in &entry.relay_legs {
+                self.relay.forget_leg(leg);
+            }
+            if let Some(remote) = &entry.remote {
+                self.relay.forget_upstream(remote);
+                if !remote.is_idle() {
+                    self.tell_relay(EngineToRelay::Demand {
+                        track: id.clone(),
+                        layers: kaskade_proto::relay::LayerSet::default(),
+                    });
+                }
+            }
         }
         self.metrics.tracks.set(self.tracks.len() as i64);
     }
@@ -1125,6 +1216,11 @@ impl Engine {
         for id in session.outbound.keys() {
             if let Some(entry) = self.tracks.get_mut(id) {
                 entry.forwarder.remove_downstream(key);
+            }
+        }
+        if self.relay_demand.is_some() {
+            for id in session.outbound.keys() {
+                self.refresh_demand(id);
             }
         }
         info!(session = key, participant = %session.participant, reason, "peer session closed");

@@ -23,6 +23,8 @@ pub struct AppState {
     pub rooms: Arc<RoomDirectory>,
     pub metrics: Arc<Metrics>,
     pub http_sessions: Arc<Mutex<HashMap<String, HttpSession>>>,
+    /// The mesh, when this node is part of one.
+    pub relay: Option<crate::relay::manager::RelayHandle>,
 }
 
 impl AppState {
@@ -38,7 +40,13 @@ impl AppState {
             rooms,
             metrics,
             http_sessions: Arc::default(),
+            relay: None,
         }
+    }
+
+    pub fn with_relay(mut self, relay: Option<crate::relay::manager::RelayHandle>) -> Self {
+        self.relay = relay;
+        self
     }
 
     pub fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, HttpSession>> {

@@ -224,18 +224,48 @@ async fn subscribe(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(snapshot) = state.rooms.snapshot(&room).await else {
-        return text(StatusCode::NOT_FOUND, format!("unknown room {room}"));
+    let participant = new_participant_id();
+    let info = ParticipantInfo {
+        id: participant.clone(),
+        name: "WHEP viewer".into(),
     };
-    let tracks = pick_tracks(&snapshot.tracks, publisher.as_ref());
+    let mut snapshot = state.rooms.snapshot(&room).await;
+    let found_here = snapshot
+        .as_ref()
+        .is_some_and(|s| !pick_tracks(&s.tracks, publisher.as_ref()).is_empty());
+    // In a mesh the publisher may be on another node: enter the room here (hidden), which makes
+    // this node interested in it, and wait for the other nodes to describe their part.
+    let mut joined: Option<ActorRef<RoomMsg>> = None;
+    if !found_here && let Some(relay) = &state.relay {
+        match state.rooms.join(&room, info.clone(), None, true).await {
+            Ok((actor, _)) => {
+                joined = Some(actor);
+                relay.fetch_room(&room).await;
+                snapshot = state.rooms.snapshot(&room).await;
+            }
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+    let leave = |joined: &Option<ActorRef<RoomMsg>>| {
+        if let Some(actor) = joined {
+            let _ = actor.cast(RoomMsg::Leave {
+                participant: participant.clone(),
+            });
+        }
+    };
+    let tracks = snapshot
+        .as_ref()
+        .map(|s| pick_tracks(&s.tracks, publisher.as_ref()))
+        .unwrap_or_default();
     if tracks.is_empty() {
-        let what = match &publisher {
-            Some(p) => format!("no publisher {p} in room {room}"),
-            None => format!("room {room} has no publisher"),
+        leave(&joined);
+        let what = match (&snapshot, &publisher) {
+            (None, _) => format!("unknown room {room}"),
+            (Some(_), Some(p)) => format!("no publisher {p} in room {room}"),
+            (Some(_), None) => format!("room {room} has no publisher"),
         };
         return text(StatusCode::NOT_FOUND, what);
     }
-    let participant = new_participant_id();
     let (events_tx, events_rx) = EventSink::channel();
     let result = state
         .engine
@@ -249,13 +279,14 @@ async fn subscribe(
         .await;
     let (engine_session, answer) = match result {
         Ok(v) => v,
-        Err(e) => return edge_error(e),
+        Err(e) => {
+            leave(&joined);
+            return edge_error(e);
+        }
     };
-    let info = ParticipantInfo {
-        id: participant.clone(),
-        name: "WHEP viewer".into(),
-    };
-    if let Err(response) = join_room(&state, &room, info, true, engine_session).await {
+    if joined.is_none()
+        && let Err(response) = join_room(&state, &room, info, true, engine_session).await
+    {
         return response;
     }
     watch_session(state.clone(), room.clone(), participant.clone(), events_rx);

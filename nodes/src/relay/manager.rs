@@ -1,0 +1,1057 @@
+//! The relay manager: one task that owns this node's view of the mesh. It keeps the links to
+//! the other nodes (dialling the peers the control plane lists, accepting the others), tells
+//! interested nodes what happens in the rooms hosted here, merges what they say into the local
+//! room actors and the engine, and turns the engine's demand for remote tracks into
+//! subscriptions — at the track's origin, or at the node of this site the origin redirects to
+//! (`kaskade_mesh::core::cascade_route`). Everything arrives as one [`Input`] at a time, so the
+//! state needs no locks.
+
+use super::bridge::{EngineToRelay, LinkId, LinkTx, RelayEnginePorts, RelayToEngine};
+use super::link::{self, LinkEvent};
+use super::tls::MeshIdentity;
+use crate::metrics::Metrics;
+use kaskade_control::{ControlPlane, NodeRecord};
+use kaskade_mesh::RoomDirectory;
+use kaskade_mesh::core::ReconnectBackoff;
+use kaskade_mesh::core::cascade_route::{
+    ServedPeer, SubscribeDecision, decide_subscribe, upstream_for,
+};
+use kaskade_mesh::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
+use kaskade_proto::relay::{LayerSet, RelayMessage, RelayTrack};
+use kaskade_proto::signal::{ParticipantInfo, TrackInfo};
+use kaskade_proto::{ParticipantId, RoomName, TrackId};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How long a peer's part of a room survives its link going down (a reconnect within this
+/// window changes nothing for clients).
+pub const LINK_GRACE: Duration = Duration::from_secs(10);
+/// How long a WHEP request waits for the mesh to describe a room.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the control plane is asked for the mesh's nodes.
+pub const PEER_REFRESH: Duration = Duration::from_secs(2);
+
+/// Everything the manager reacts to.
+enum Input {
+    Link(LinkEvent),
+    Room(RoomName, LocalRoomEvent),
+    Engine(EngineToRelay),
+    FetchRoom {
+        room: RoomName,
+        reply: oneshot::Sender<()>,
+    },
+    FetchTimeout(u64),
+    GraceExpired(String),
+}
+
+/// Cheap clonable handle for the rest of the node.
+#[derive(Clone)]
+pub struct RelayHandle {
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+impl RelayHandle {
+    /// Where room actors report local changes.
+    pub fn mesh_sink(&self) -> MeshSink {
+        let tx = self.tx.clone();
+        MeshSink::new(move |room, event| {
+            let _ = tx.send(Input::Room(room.clone(), event));
+        })
+    }
+
+    /// Asks every connected node for its part of `room` and waits (at most [`FETCH_TIMEOUT`])
+    /// until all have answered and the answers are in the room actor.
+    pub async fn fetch_room(&self, room: &RoomName) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Input::FetchRoom {
+                room: room.clone(),
+                reply,
+            })
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(FETCH_TIMEOUT * 2, rx).await;
+        }
+    }
+}
+
+/// The relay's configuration.
+pub struct RelaySettings {
+    pub node: String,
+    pub site: String,
+    pub bind: SocketAddr,
+    pub identity: MeshIdentity,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayStartError {
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    #[error("binding the relay endpoint: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// A handle whose manager has not started yet (rooms need the handle before the manager needs
+/// the rooms).
+pub struct PendingRelay {
+    handle: RelayHandle,
+    rx: mpsc::UnboundedReceiver<Input>,
+}
+
+pub fn prepare() -> PendingRelay {
+    let (tx, rx) = mpsc::unbounded_channel();
+    PendingRelay {
+        handle: RelayHandle { tx },
+        rx,
+    }
+}
+
+impl PendingRelay {
+    pub fn handle(&self) -> RelayHandle {
+        self.handle.clone()
+    }
+
+    /// Binds the relay endpoint and starts the manager, the acceptor and the dialers. Returns
+    /// the bound address.
+    pub fn start<C: ControlPlane + 'static>(
+        self,
+        settings: RelaySettings,
+        control: Arc<C>,
+        metrics: Arc<Metrics>,
+        engine: RelayEnginePorts,
+        mut demand: mpsc::UnboundedReceiver<EngineToRelay>,
+        rooms: Arc<RoomDirectory>,
+    ) -> Result<SocketAddr, RelayStartError> {
+        let server = settings.identity.server_config()?;
+        let client = settings.identity.client_config()?;
+        let endpoint = quinn::Endpoint::server(server, settings.bind)?;
+        let local = endpoint.local_addr()?;
+        let (link_tx, mut link_rx) = mpsc::unbounded_channel::<LinkEvent>();
+        let tx = self.handle.tx.clone();
+        // Fan the link and engine streams into the manager's one input queue.
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = link_rx.recv().await {
+                    if tx.send(Input::Link(e)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(e) = demand.recv().await {
+                    if tx.send(Input::Engine(e)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let ids = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        spawn_acceptor(
+            endpoint.clone(),
+            settings.node.clone(),
+            settings.site.clone(),
+            metrics.clone(),
+            link_tx.clone(),
+            engine.media.clone(),
+            ids.clone(),
+        );
+        spawn_dialers(
+            endpoint,
+            client,
+            settings.node.clone(),
+            settings.site.clone(),
+            control,
+            metrics.clone(),
+            link_tx,
+            engine.media.clone(),
+            ids,
+        );
+        let manager = Manager {
+            node: settings.node,
+            site: settings.site,
+            tx,
+            engine,
+            rooms,
+            links: HashMap::new(),
+            local: HashMap::new(),
+            interest: HashMap::new(),
+            remote_tracks: HashMap::new(),
+            wanted: HashMap::new(),
+            channels: HashMap::new(),
+            next_channel: 1,
+            serving: HashMap::new(),
+            fetches: HashMap::new(),
+            next_fetch: 1,
+        };
+        tokio::spawn(manager.run(self.rx));
+        Ok(local)
+    }
+}
+
+fn spawn_acceptor(
+    endpoint: quinn::Endpoint,
+    node: String,
+    site: String,
+    metrics: Arc<Metrics>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    media: mpsc::Sender<super::bridge::RelayPacketIn>,
+    ids: Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let (node, site, metrics, events, media, ids) = (
+                node.clone(),
+                site.clone(),
+                metrics.clone(),
+                events.clone(),
+                media.clone(),
+                ids.clone(),
+            );
+            tokio::spawn(async move {
+                match link::accept(incoming, &node, &site).await {
+                    Ok((conn, hs)) => {
+                        let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        link::run(id, conn, hs, metrics, events, media).await;
+                    }
+                    Err(e) => {
+                        // The remote address is personal data only for clients; relay peers
+                        // are servers, but it is still left out: the error names the cause.
+                        warn!(error = %e, "relay connection refused");
+                        let reason = match e {
+                            link::LinkError::WrongIdentity(_) => "wrong_identity",
+                            link::LinkError::Connect(_) => "tls",
+                            link::LinkError::Frame(_) => "malformed_frame",
+                            _ => "handshake",
+                        };
+                        metrics.relay.refuse(reason);
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Dials every peer whose id sorts after ours (the other side dials us), reconnecting with
+/// backoff for as long as the control plane lists it.
+#[allow(clippy::too_many_arguments)]
+fn spawn_dialers<C: ControlPlane + 'static>(
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    node: String,
+    site: String,
+    control: Arc<C>,
+    metrics: Arc<Metrics>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    media: mpsc::Sender<super::bridge::RelayPacketIn>,
+    ids: Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        let mut dialing: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let nodes: Vec<NodeRecord> = control.live_nodes().await.unwrap_or_default();
+            for peer in nodes {
+                if peer.id <= node || dialing.contains(&peer.id) {
+                    continue;
+                }
+                let Ok(addr) = peer.relay_addr.parse::<SocketAddr>() else {
+                    continue;
+                };
+                dialing.insert(peer.id.clone());
+                let (endpoint, client, node, site, metrics, events, media, ids) = (
+                    endpoint.clone(),
+                    client.clone(),
+                    node.clone(),
+                    site.clone(),
+                    metrics.clone(),
+                    events.clone(),
+                    media.clone(),
+                    ids.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut backoff = ReconnectBackoff::default();
+                    loop {
+                        match link::dial(&endpoint, client.clone(), addr, &peer.id, &node, &site)
+                            .await
+                        {
+                            Ok((conn, hs)) => {
+                                let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let started = tokio::time::Instant::now();
+                                link::run(
+                                    id,
+                                    conn,
+                                    hs,
+                                    metrics.clone(),
+                                    events.clone(),
+                                    media.clone(),
+                                )
+                                .await;
+                                if started.elapsed()
+                                    >= kaskade_mesh::core::reconnect_backoff::DEFAULT_STABLE_AFTER
+                                {
+                                    backoff.reset();
+                                }
+                            }
+                            Err(e) => {
+                                debug!(peer = %peer.id, error = %e, "relay dial failed");
+                            }
+                        }
+                        if events.is_closed() {
+                            break;
+                        }
+                        tokio::time::sleep(backoff.next_delay(rand::random())).await;
+                    }
+                });
+            }
+            tokio::time::sleep(PEER_REFRESH).await;
+        }
+    });
+}
+
+/// This node's own part of a room, as told to others.
+#[derive(Default)]
+struct LocalRoom {
+    participants: BTreeMap<ParticipantId, ParticipantInfo>,
+    tracks: Vec<RelayTrack>,
+}
+
+/// A track published on another node, as announced by its origin.
+struct RemoteTrackMeta {
+    room: RoomName,
+    origin: String,
+    participant: ParticipantId,
+}
+
+/// A remote track someone here wants.
+struct Wanted {
+    layers: LayerSet,
+    /// The node the origin redirected us to, if any.
+    via: Option<String>,
+    /// Our channel and the node it is open at.
+    subscription: Option<(u32, String)>,
+}
+
+/// A track this node sends to a peer.
+struct Serving {
+    peer: String,
+    peer_site: String,
+    track: TrackId,
+}
+
+struct Fetch {
+    room: RoomName,
+    waiting: BTreeSet<String>,
+    reply: oneshot::Sender<()>,
+}
+
+struct Manager {
+    node: String,
+    site: String,
+    tx: mpsc::UnboundedSender<Input>,
+    engine: RelayEnginePorts,
+    rooms: Arc<RoomDirectory>,
+    /// The current link to each peer.
+    links: HashMap<String, Arc<LinkTx>>,
+    local: HashMap<RoomName, LocalRoom>,
+    /// Peers that have local members in a room (and so want to hear about it).
+    interest: HashMap<RoomName, BTreeSet<String>>,
+    remote_tracks: HashMap<TrackId, RemoteTrackMeta>,
+    wanted: HashMap<TrackId, Wanted>,
+    /// Our subscription channels.
+    channels: HashMap<u32, TrackId>,
+    next_channel: u32,
+    serving: HashMap<(LinkId, u32), Serving>,
+    fetches: HashMap<u64, Fetch>,
+    next_fetch: u64,
+}
+
+impl Manager {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = rx.recv().await {
+            match input {
+                Input::Link(LinkEvent::Up(link)) => self.on_link_up(link),
+                Input::Link(LinkEvent::Down { link, peer }) => self.on_link_down(link, &peer),
+                Input::Link(LinkEvent::Control { link, message }) => {
+                    self.on_control(link, message).await
+                }
+                Input::Room(room, event) => self.on_room(room, event).await,
+                Input::Engine(EngineToRelay::Demand { track, layers }) => {
+                    self.on_demand(track, layers)
+                }
+                Input::Engine(EngineToRelay::UpstreamLost { track }) => {
+                    if let Some(w) = self.wanted.get_mut(&track) {
+                        if let Some((channel, at)) = w.subscription.take() {
+                            self.channels.remove(&channel);
+                            if w.via.as_deref() == Some(at.as_str()) {
+                                w.via = None;
+                            }
+                        }
+                        self.subscribe(&track);
+                    }
+                }
+                Input::FetchRoom { room, reply } => self.on_fetch(room, reply),
+                Input::FetchTimeout(id) => {
+                    if let Some(f) = self.fetches.remove(&id) {
+                        debug!(room = %f.room, waiting = ?f.waiting, "room fetch timed out");
+                        let _ = f.reply.send(());
+                    }
+                }
+                Input::GraceExpired(peer) => {
+                    if !self.links.contains_key(&peer) {
+                        self.forget_peer(&peer);
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_engine(&self, command: RelayToEngine) {
+        let _ = self.engine.commands.send(command);
+    }
+
+    fn link_by_id(&self, id: LinkId) -> Option<Arc<LinkTx>> {
+        self.links.values().find(|l| l.id == id).cloned()
+    }
+
+    fn send_to(&self, peer: &str, message: RelayMessage) {
+        if let Some(link) = self.links.get(peer) {
+            link.send_control(message);
+        }
+    }
+
+    fn send_interested(&self, room: &RoomName, message: RelayMessage) {
+        if let Some(peers) = self.interest.get(room) {
+            for peer in peers {
+                self.send_to(peer, message.clone());
+            }
+        }
+    }
+
+    fn on_link_up(&mut self, link: Arc<LinkTx>) {
+        let peer = link.peer.clone();
+        if let Some(old) = self.links.insert(peer.clone(), link.clone()) {
+            info!(peer = %peer, old = old.id, new = link.id, "relay link replaced");
+        }
+        for room in self.local.keys() {
+            link.send_control(RelayMessage::RoomInterest {
+                room: room.clone(),
+                interested: true,
+            });
+        }
+        // Subscriptions waiting for this peer (or for any link) start now.
+        let waiting: Vec<TrackId> = self
+            .wanted
+            .iter()
+            .filter(|(_, w)| w.subscription.is_none())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for track in waiting {
+            self.subscribe(&track);
+        }
+    }
+
+    fn on_link_down(&mut self, link: LinkId, peer: &str) {
+        self.to_engine(RelayToEngine::LinkDown { link });
+        self.serving.retain(|(l, _), _| *l != link);
+        if self.links.get(peer).is_some_and(|l| l.id == link) {
+            self.links.remove(peer);
+            for peers in self.interest.values_mut() {
+                peers.remove(peer);
+            }
+            let tx = self.tx.clone();
+            let peer = peer.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(LINK_GRACE).await;
+                let _ = tx.send(Input::GraceExpired(peer));
+            });
+        }
+        let done: Vec<u64> = self
+            .fetches
+            .iter_mut()
+            .filter_map(|(id, f)| {
+                f.waiting.remove(peer);
+                f.waiting.is_empty().then_some(*id)
+            })
+            .collect();
+        for id in done {
+            if let Some(f) = self.fetches.remove(&id) {
+                let _ = f.reply.send(());
+            }
+        }
+    }
+
+    /// The peer stayed away past the grace period: its members and tracks leave the rooms.
+    fn forget_peer(&mut self, peer: &str) {
+        info!(peer = %peer, "relay peer gone; removing its part of the rooms");
+        for room in self.local.keys() {
+            self.rooms.remote(room, peer, RemoteRoomEvent::NodeGone);
+        }
+        let gone: Vec<TrackId> = self
+            .remote_tracks
+            .iter()
+            .filter(|(_, m)| m.origin == peer)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for track in gone {
+            self.drop_remote_track(&track);
+        }
+    }
+
+    fn drop_remote_track(&mut self, track: &TrackId) {
+        if self.remote_tracks.remove(track).is_some() {
+            self.to_engine(RelayToEngine::RemoveRemoteTrack {
+                track: track.clone(),
+            });
+        }
+        if let Some(w) = self.wanted.remove(track)
+            && let Some((channel, at)) = w.subscription
+        {
+            self.channels.remove(&channel);
+            self.send_to(&at, RelayMessage::Unsubscribe { channel });
+        }
+    }
+
+    fn add_remote_track(&mut self, room: &RoomName, peer: &str, track: RelayTrack) -> TrackInfo {
+        let info = track.info.clone();
+        if !self.remote_tracks.contains_key(&info.id) {
+            self.remote_tracks.insert(
+                info.id.clone(),
+                RemoteTrackMeta {
+                    room: room.clone(),
+                    origin: peer.to_owned(),
+                    participant: info.participant.clone(),
+                },
+            );
+            self.to_engine(RelayToEngine::AddRemoteTrack { track });
+        }
+        info
+    }
+
+    async fn on_control(&mut self, link_id: LinkId, message: RelayMessage) {
+        let Some(link) = self.link_by_id(link_id) else {
+            return;
+        };
+        let peer = link.peer.clone();
+        match message {
+            RelayMessage::RoomInterest { room, interested } => {
+                if interested {
+                    self.interest
+                        .entry(room.clone())
+                        .or_default()
+                        .insert(peer.clone());
+                    let (participants, tracks) = match self.local.get(&room) {
+                        Some(l) => (l.participants.values().cloned().collect(), l.tracks.clone()),
+                        None => (Vec::new(), Vec::new()),
+                    };
+                    link.send_control(RelayMessage::RoomState {
+                        room,
+                        participants,
+                        tracks,
+                    });
+                } else if let Some(peers) = self.interest.get_mut(&room) {
+                    peers.remove(&peer);
+                }
+            }
+            RelayMessage::RoomState {
+                room,
+                participants,
+                tracks,
+            } => {
+                if self.local.contains_key(&room) {
+                    let announced: BTreeSet<TrackId> =
+                        tracks.iter().map(|t| t.info.id.clone()).collect();
+                    let stale: Vec<TrackId> = self
+                        .remote_tracks
+                        .iter()
+                        .filter(|(id, m)| {
+                            m.room == room && m.origin == peer && !announced.contains(*id)
+                        })
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in stale {
+                        self.drop_remote_track(&id);
+                    }
+                    let infos = tracks
+                        .into_iter()
+                        .map(|t| self.add_remote_track(&room, &peer, t))
+                        .collect();
+                    self.rooms.remote(
+                        &room,
+                        &peer,
+                        RemoteRoomEvent::State {
+                            participants,
+                            tracks: infos,
+                        },
+                    );
+                }
+                let done: Vec<u64> = self
+                    .fetches
+                    .iter_mut()
+                    .filter(|(_, f)| f.room == room)
+                    .filter_map(|(id, f)| {
+                        f.waiting.remove(&peer);
+                        f.waiting.is_empty().then_some(*id)
+                    })
+                    .collect();
+                for id in done {
+                    if let Some(f) = self.fetches.remove(&id) {
+                        let _ = f.reply.send(());
+                    }
+                }
+            }
+            RelayMessage::ParticipantJoined { room, participant } => {
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Joined(participant));
+            }
+            RelayMessage::ParticipantLeft { room, participant } => {
+                // The room actor drops the participant's tracks; the engine needs telling too.
+                let theirs: Vec<TrackId> = self
+                    .remote_tracks
+                    .iter()
+                    .filter(|(_, m)| m.origin == peer && m.participant == participant)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in theirs {
+                    self.drop_remote_track(&id);
+                }
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Left(participant));
+            }
+            RelayMessage::TrackAnnounce { room, track } => {
+                if self.local.contains_key(&room) {
+                    let info = self.add_remote_track(&room, &peer, track);
+                    self.rooms
+                        .remote(&room, &peer, RemoteRoomEvent::Published(info));
+                }
+            }
+            RelayMessage::TrackWithdraw { room, track } => {
+                if self
+                    .remote_tracks
+                    .get(&track)
+                    .is_some_and(|m| m.origin == peer)
+                {
+                    self.drop_remote_track(&track);
+                }
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Unpublished(track));
+            }
+            RelayMessage::TrackMuted { room, track, muted } => {
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Muted { track, muted });
+            }
+            RelayMessage::Chat {
+                room,
+                from,
+                name,
+                text,
+                ts,
+            } => {
+                self.rooms.remote(
+                    &room,
+                    &peer,
+                    RemoteRoomEvent::Chat {
+                        from,
+                        name,
+                        text,
+                        ts,
+                    },
+                );
+            }
+            RelayMessage::Subscribe {
+                room: _,
+                track,
+                channel,
+                layers,
+            } => self.on_subscribe(link, track, channel, layers).await,
+            RelayMessage::Subscribed { channel } => {
+                debug!(peer = %peer, channel, "subscription served");
+            }
+            RelayMessage::Redirect { channel, via } => {
+                if let Some(track) = self.channels.remove(&channel) {
+                    info!(track = %track, via = %via, "subscription redirected");
+                    self.to_engine(RelayToEngine::DetachUpstream {
+                        track: track.clone(),
+                    });
+                    if let Some(w) = self.wanted.get_mut(&track) {
+                        w.subscription = None;
+                        w.via = (via != self.node).then_some(via);
+                    }
+                    self.subscribe(&track);
+                }
+            }
+            RelayMessage::SubscribeRefused { channel, reason } => {
+                if let Some(track) = self.channels.remove(&channel) {
+                    debug!(track = %track, reason, "subscription refused");
+                    self.to_engine(RelayToEngine::DetachUpstream {
+                        track: track.clone(),
+                    });
+                    let retry = match self.wanted.get_mut(&track) {
+                        Some(w) => {
+                            w.subscription = None;
+                            w.via.take().is_some()
+                        }
+                        None => false,
+                    };
+                    if retry {
+                        self.subscribe(&track);
+                    }
+                }
+            }
+            RelayMessage::SetLayers { channel, layers } => {
+                self.to_engine(RelayToEngine::SetRelayLayers {
+                    link: link_id,
+                    channel,
+                    layers,
+                });
+            }
+            RelayMessage::Unsubscribe { channel } => {
+                self.serving.remove(&(link_id, channel));
+                self.to_engine(RelayToEngine::RemoveRelayLeg {
+                    link: link_id,
+                    channel,
+                });
+            }
+            RelayMessage::KeyframeRequest { channel, layer } => {
+                self.to_engine(RelayToEngine::KeyframeRequest {
+                    link: link_id,
+                    channel,
+                    layer,
+                });
+            }
+            RelayMessage::Nack {
+                channel,
+                layer,
+                seqs,
+            } => {
+                self.to_engine(RelayToEngine::Nack {
+                    link: link_id,
+                    channel,
+                    layer,
+                    seqs,
+                });
+            }
+            RelayMessage::Ping { nonce, .. } => {
+                link.send_control(RelayMessage::Pong { nonce });
+            }
+            RelayMessage::Pong { .. } | RelayMessage::Media { .. } => {}
+            RelayMessage::Hello { .. } => {
+                debug!(peer = %peer, "second Hello ignored");
+            }
+            RelayMessage::Error { reason } => {
+                warn!(peer = %peer, reason, "relay peer reported an error");
+            }
+        }
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        link: Arc<LinkTx>,
+        track: TrackId,
+        channel: u32,
+        layers: LayerSet,
+    ) {
+        let is_origin = self
+            .local
+            .values()
+            .any(|r| r.tracks.iter().any(|t| t.info.id == track));
+        if !is_origin && !self.remote_tracks.contains_key(&track) {
+            link.send_control(RelayMessage::SubscribeRefused {
+                channel,
+                reason: "unknown track".into(),
+            });
+            return;
+        }
+        let served = self
+            .serving
+            .values()
+            .filter(|s| s.track == track)
+            .map(|s| ServedPeer {
+                node: &s.peer,
+                site: &s.peer_site,
+            });
+        let decision = decide_subscribe(&self.site, is_origin, &link.peer, &link.peer_site, served);
+        if let SubscribeDecision::Redirect(via) = decision {
+            info!(track = %track, peer = %link.peer, via = %via, "subscriber sent to its site's relay");
+            link.send_control(RelayMessage::Redirect { channel, via });
+            return;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.to_engine(RelayToEngine::AddRelayLeg {
+            track: track.clone(),
+            link: link.clone(),
+            channel,
+            layers,
+            reply,
+        });
+        if rx.await.unwrap_or(false) {
+            self.serving.insert(
+                (link.id, channel),
+                Serving {
+                    peer: link.peer.clone(),
+                    peer_site: link.peer_site.clone(),
+                    track,
+                },
+            );
+            link.send_control(RelayMessage::Subscribed { channel });
+        } else {
+            link.send_control(RelayMessage::SubscribeRefused {
+                channel,
+                reason: "track gone".into(),
+            });
+        }
+    }
+
+    fn on_demand(&mut self, track: TrackId, layers: LayerSet) {
+        if layers.is_empty() {
+            if let Some(w) = self.wanted.remove(&track)
+                && let Some((channel, at)) = w.subscription
+            {
+                self.channels.remove(&channel);
+                self.send_to(&at, RelayMessage::Unsubscribe { channel });
+                self.to_engine(RelayToEngine::DetachUpstream { track });
+            }
+            return;
+        }
+        match self.wanted.get_mut(&track) {
+            Some(w) => {
+                if w.layers != layers {
+                    w.layers = layers;
+                    if let Some((channel, at)) = &w.subscription {
+                        let (channel, at) = (*channel, at.clone());
+                        self.send_to(&at, RelayMessage::SetLayers { channel, layers });
+                    }
+                }
+            }
+            None => {
+                self.wanted.insert(
+                    track.clone(),
+                    Wanted {
+                        layers,
+                        via: None,
+                        subscription: None,
+                    },
+                );
+                self.subscribe(&track);
+            }
+        }
+    }
+
+    /// Opens a subscription for a wanted track at its upstream node, if that node is linked.
+    fn subscribe(&mut self, track: &TrackId) {
+        let Some(meta) = self.remote_tracks.get(track) else {
+            return;
+        };
+        let Some(w) = self.wanted.get_mut(track) else {
+            return;
+        };
+        if w.subscription.is_some() {
+            return;
+        }
+        let mut target = upstream_for(&meta.origin, w.via.as_deref()).to_owned();
+        if !self.links.contains_key(&target) && w.via.is_some() {
+            // The site relay is unreachable from here: go to the origin.
+            w.via = None;
+            target = meta.origin.clone();
+        }
+        let Some(link) = self.links.get(&target).cloned() else {
+            debug!(track = %track, upstream = %target, "upstream not linked yet; subscription waits");
+            return;
+        };
+        let channel = self.next_channel;
+        self.next_channel = self.next_channel.wrapping_add(1).max(1);
+        self.channels.insert(channel, track.clone());
+        w.subscription = Some((channel, target.clone()));
+        let layers = w.layers;
+        let room = meta.room.clone();
+        self.to_engine(RelayToEngine::AttachUpstream {
+            track: track.clone(),
+            link: link.clone(),
+            channel,
+        });
+        info!(track = %track, upstream = %target, channel, layers = layers.0, "subscribing upstream");
+        link.send_control(RelayMessage::Subscribe {
+            room,
+            track: track.clone(),
+            channel,
+            layers,
+        });
+    }
+
+    fn on_fetch(&mut self, room: RoomName, reply: oneshot::Sender<()>) {
+        let waiting: BTreeSet<String> = self.links.keys().cloned().collect();
+        if waiting.is_empty() {
+            let _ = reply.send(());
+            return;
+        }
+        for link in self.links.values() {
+            link.send_control(RelayMessage::RoomInterest {
+                room: room.clone(),
+                interested: true,
+            });
+        }
+        let id = self.next_fetch;
+        self.next_fetch += 1;
+        self.fetches.insert(
+            id,
+            Fetch {
+                room,
+                waiting,
+                reply,
+            },
+        );
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(FETCH_TIMEOUT).await;
+            let _ = tx.send(Input::FetchTimeout(id));
+        });
+    }
+
+    async fn on_room(&mut self, room: RoomName, event: LocalRoomEvent) {
+        match event {
+            LocalRoomEvent::Opened => {
+                self.local.entry(room.clone()).or_default();
+                for link in self.links.values() {
+                    link.send_control(RelayMessage::RoomInterest {
+                        room: room.clone(),
+                        interested: true,
+                    });
+                }
+            }
+            LocalRoomEvent::Closed => {
+                if self.rooms.get(&room).is_some() {
+                    return; // a racing duplicate actor stopped; the room is still open
+                }
+                if self.local.remove(&room).is_none() {
+                    return;
+                }
+                for link in self.links.values() {
+                    link.send_control(RelayMessage::RoomInterest {
+                        room: room.clone(),
+                        interested: false,
+                    });
+                }
+                let theirs: Vec<TrackId> = self
+                    .remote_tracks
+                    .iter()
+                    .filter(|(_, m)| m.room == room)
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for track in theirs {
+                    self.drop_remote_track(&track);
+                }
+            }
+            LocalRoomEvent::Joined(info) => {
+                self.local
+                    .entry(room.clone())
+                    .or_default()
+                    .participants
+                    .insert(info.id.clone(), info.clone());
+                self.send_interested(
+                    &room,
+                    RelayMessage::ParticipantJoined {
+                        room: room.clone(),
+                        participant: info,
+                    },
+                );
+            }
+            LocalRoomEvent::Left(id) => {
+                if let Some(l) = self.local.get_mut(&room) {
+                    l.participants.remove(&id);
+                    l.tracks.retain(|t| t.info.participant != id);
+                }
+                self.send_interested(
+                    &room,
+                    RelayMessage::ParticipantLeft {
+                        room: room.clone(),
+                        participant: id,
+                    },
+                );
+            }
+            LocalRoomEvent::Published(tracks) => {
+                for info in tracks {
+                    let (reply, rx) = oneshot::channel();
+                    self.to_engine(RelayToEngine::TrackCodecs {
+                        track: info.id.clone(),
+                        reply,
+                    });
+                    let codecs = rx.await.unwrap_or_default();
+                    let track = RelayTrack {
+                        info,
+                        origin: self.node.clone(),
+                        origin_site: self.site.clone(),
+                        codecs,
+                    };
+                    self.local
+                        .entry(room.clone())
+                        .or_default()
+                        .tracks
+                        .push(track.clone());
+                    self.send_interested(
+                        &room,
+                        RelayMessage::TrackAnnounce {
+                            room: room.clone(),
+                            track,
+                        },
+                    );
+                }
+            }
+            LocalRoomEvent::Unpublished(ids) => {
+                if let Some(l) = self.local.get_mut(&room) {
+                    l.tracks.retain(|t| !ids.contains(&t.info.id));
+                }
+                for track in ids {
+                    self.send_interested(
+                        &room,
+                        RelayMessage::TrackWithdraw {
+                            room: room.clone(),
+                            track,
+                        },
+                    );
+                }
+            }
+            LocalRoomEvent::Muted { track, muted } => {
+                if let Some(t) = self
+                    .local
+                    .get_mut(&room)
+                    .and_then(|l| l.tracks.iter_mut().find(|t| t.info.id == track))
+                {
+                    t.info.muted = muted;
+                }
+                self.send_interested(
+                    &room,
+                    RelayMessage::TrackMuted {
+                        room: room.clone(),
+                        track,
+                        muted,
+                    },
+                );
+            }
+            LocalRoomEvent::Chat {
+                from,
+                name,
+                text,
+                ts,
+            } => {
+                self.send_interested(
+                    &room,
+                    RelayMessage::Chat {
+                        room: room.clone(),
+                        from,
+                        name,
+                        text,
+                        ts,
+                    },
+                );
+            }
+        }
+    }
+}
