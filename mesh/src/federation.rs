@@ -56,9 +56,11 @@ pub enum RemoteRoomEvent {
     NodeGone,
 }
 
+type Deliver = dyn Fn(&RoomName, LocalRoomEvent) + Send + Sync;
+
 /// Where rooms report their local changes (the relay); a no-op on a single node.
 #[derive(Clone)]
-pub struct MeshSink(Arc<dyn Fn(&RoomName, LocalRoomEvent) + Send + Sync>);
+pub struct MeshSink(Arc<Deliver>);
 
 impl MeshSink {
     pub fn new(deliver: impl Fn(&RoomName, LocalRoomEvent) + Send + Sync + 'static) -> Self {

@@ -66,8 +66,17 @@ async def run(args) -> int:
     first_after = (first.first_at - started) if first and first.first_at else None
     if first_after is not None:
         kc.emit("first_frame", after_s=round(first_after, 3))
+    progress = None
+    if args.progress:
+        async def report():
+            while True:
+                kc.emit("frames", video=rx.total("video"), audio=rx.total("audio"))
+                await asyncio.sleep(0.5)
+        progress = asyncio.ensure_future(report())
     if not stop.is_set():
         await kc.wait_stop_or_timeout(stop, args.seconds)
+    if progress:
+        progress.cancel()
     end = time.monotonic()
     rx.stop_counting_at = end
     video = rx.first("video")
@@ -102,6 +111,8 @@ def main() -> int:
                    help="how long to count after the first video frame (default 5)")
     p.add_argument("--connect-timeout", type=float, default=15.0)
     p.add_argument("--first-frame-timeout", type=float, default=10.0)
+    p.add_argument("--progress", action="store_true",
+                   help="print a frames event with the running totals every 0.5 s")
     return asyncio.run(run(p.parse_args()))
 
 

@@ -8,6 +8,7 @@
 
 pub mod clients;
 pub mod http;
+pub mod mesh;
 pub mod metrics;
 pub mod netns;
 pub mod node;
@@ -30,6 +31,14 @@ use std::sync::{Mutex, MutexGuard};
 macro_rules! node_bin {
     () => {
         std::path::Path::new(env!("CARGO_BIN_EXE_kaskade-e2e-node"))
+    };
+}
+
+/// Path of the impairment proxy as built by `cargo test`; usable in integration tests only.
+#[macro_export]
+macro_rules! impair_bin {
+    () => {
+        std::path::Path::new(env!("CARGO_BIN_EXE_kaskade-e2e-impair"))
     };
 }
 

@@ -358,9 +358,13 @@ impl Engine {
                 remote: Some(RemoteSource {
                     upstream: None,
                     demand: LayerSet::default(),
-                    loss: (0..layer_count)
-                        .map(|_| UpstreamLossDetector::default())
-                        .collect(),
+                    // Only video is cached upstream, so only video losses are worth a NACK.
+                    loss: match media {
+                        ForwardedMedia::Video(_) => (0..layer_count)
+                            .map(|_| UpstreamLossDetector::default())
+                            .collect(),
+                        ForwardedMedia::Audio => Vec::new(),
+                    },
                 }),
                 relay_legs: Vec::new(),
             },
