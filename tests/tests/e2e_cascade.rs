@@ -184,14 +184,10 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
         .wait_event("first_frame", Duration::from_secs(30))
         .expect("watcher decodes");
     proxy.proc.stop();
-    poll_until(
-        "n1 notices the cut link",
-        Duration::from_secs(20),
-        || match relay_metric(n1, "kaskade_relay_link_up", "n3") {
-            v if v == 0.0 => Ok(()),
-            v => Err(format!("link_up {v}")),
-        },
-    )
+    poll_until("n1 notices the cut link", Duration::from_secs(20), || {
+        let up = relay_metric(n1, "kaskade_relay_link_up", "n3");
+        (up == 0.0).then_some(()).ok_or(format!("link_up {up}"))
+    })
     .unwrap();
     let frames_when_cut = watcher
         .events("frames")
@@ -200,14 +196,10 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
         .unwrap_or(0.0);
     let _proxy =
         ImpairProxy::start(impair_bin!(), proxy_addr, &n3_relay, &flags).expect("proxy restarts");
-    poll_until(
-        "n1 relinks to n3",
-        Duration::from_secs(20),
-        || match relay_metric(n1, "kaskade_relay_link_up", "n3") {
-            v if v == 1.0 => Ok(()),
-            v => Err(format!("link_up {v}")),
-        },
-    )
+    poll_until("n1 relinks to n3", Duration::from_secs(20), || {
+        let up = relay_metric(n1, "kaskade_relay_link_up", "n3");
+        (up == 1.0).then_some(()).ok_or(format!("link_up {up}"))
+    })
     .unwrap();
     let target = frames_when_cut + 60.0;
     watcher
