@@ -326,6 +326,10 @@ mod tests {
         let m = Metrics::new();
         m.dropped_datagrams.get_or_create(&DROP_GARBAGE).inc();
         m.forward_latency.observe(12e-6);
+        let peer = m.relay.peer("n3");
+        peer.media_bytes_sent.inc_by(1200);
+        peer.rtt.set(0.05);
+        m.relay.refuse("tls");
         let text = m.encode();
         for name in [
             "kaskade_rooms ",
@@ -333,6 +337,9 @@ mod tests {
             "kaskade_dropped_datagrams_total{reason=\"garbage\"} 1",
             "kaskade_forward_latency_seconds_bucket",
             "kaskade_forward_latency_seconds_count 1",
+            "kaskade_relay_media_bytes_sent_total{peer=\"n3\"} 1200",
+            "kaskade_relay_rtt_seconds{peer=\"n3\"} 0.05",
+            "kaskade_relay_refused_total{reason=\"tls\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
