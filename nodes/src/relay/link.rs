@@ -390,3 +390,121 @@ pub async fn refuse(conn: &quinn::Connection, mut send: quinn::SendStream, reaso
     let _ = send.shutdown().await;
     conn.close(close_code::PROTOCOL.into(), reason.as_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{self, TestDir, node_ids};
+    use crate::relay::tls::MeshIdentity;
+
+    fn identity(dir: &std::path::Path, id: &str) -> MeshIdentity {
+        MeshIdentity::load(
+            &dir.join(certs::CA_CERT_FILE),
+            &dir.join(format!("{id}.pem")),
+            &dir.join(format!("{id}.key")),
+            id,
+        )
+        .unwrap()
+    }
+
+    /// Two linked nodes "a" (accepting) and "b" (dialling), each with its link events and the
+    /// media queue towards its engine.
+    struct Pair {
+        a: Arc<LinkTx>,
+        b: Arc<LinkTx>,
+        a_media: mpsc::Receiver<RelayPacketIn>,
+        b_events: mpsc::UnboundedReceiver<LinkEvent>,
+    }
+
+    async fn link_pair(dir: &std::path::Path) -> Pair {
+        certs::generate(dir, &node_ids(&["a", "b"])).unwrap();
+        let (ia, ib) = (identity(dir, "a"), identity(dir, "b"));
+        let server =
+            quinn::Endpoint::server(ia.server_config().unwrap(), "127.0.0.1:0".parse().unwrap())
+                .unwrap();
+        let addr = server.local_addr().unwrap();
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let metrics = Metrics::new();
+        let (a_events_tx, mut a_events) = mpsc::unbounded_channel();
+        let (b_events_tx, mut b_events) = mpsc::unbounded_channel();
+        let (a_media_tx, a_media) = mpsc::channel(64);
+        let (b_media_tx, _b_media) = mpsc::channel(64);
+        let accept_metrics = metrics.clone();
+        tokio::spawn(async move {
+            let incoming = server.accept().await.unwrap();
+            let (conn, hs) = accept(incoming, "a", "site-a").await.unwrap();
+            run(1, conn, hs, accept_metrics, a_events_tx, a_media_tx).await;
+        });
+        let (conn, hs) = dial(
+            &client,
+            ib.client_config().unwrap(),
+            addr,
+            "a",
+            "b",
+            "site-b",
+        )
+        .await
+        .unwrap();
+        assert_eq!(hs.site, "site-a");
+        tokio::spawn(run(2, conn, hs, metrics, b_events_tx, b_media_tx));
+        let up = |e: Option<LinkEvent>| match e {
+            Some(LinkEvent::Up(link)) => link,
+            _ => panic!("expected the link up"),
+        };
+        let a = up(a_events.recv().await);
+        let b = up(b_events.recv().await);
+        assert_eq!((a.peer.as_str(), a.peer_site.as_str()), ("b", "site-b"));
+        assert_eq!(b.peer, "a");
+        Pair {
+            a,
+            b,
+            a_media,
+            b_events,
+        }
+    }
+
+    #[tokio::test]
+    async fn media_crosses_as_datagrams_and_large_packets_fall_back_to_the_stream() {
+        let dir = TestDir::new("link-media");
+        let mut pair = link_pair(dir.path()).await;
+        let mut scratch = Vec::new();
+        let small = vec![0x80u8; 200];
+        let large = vec![0x80u8; 5000];
+        pair.b.send_media(7, 1, &small, &mut scratch);
+        pair.b.send_media(7, 2, &large, &mut scratch);
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let p = tokio::time::timeout(Duration::from_secs(5), pair.a_media.recv())
+                .await
+                .expect("media arrives")
+                .unwrap();
+            got.push((p.channel, p.layer, p.rtp.len()));
+        }
+        got.sort();
+        assert_eq!(got, [(7, 1, 200), (7, 2, 5000)]);
+        assert_eq!(pair.b.metrics.stream_fallbacks.get(), 1);
+        assert_eq!(pair.b.metrics.media_packets_sent.get(), 2);
+    }
+
+    #[tokio::test]
+    async fn control_messages_reach_the_manager() {
+        let dir = TestDir::new("link-control");
+        let mut pair = link_pair(dir.path()).await;
+        assert!(pair.a.send_control(RelayMessage::Pong { nonce: 42 }));
+        let event = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match pair.b_events.recv().await {
+                    Some(LinkEvent::Control {
+                        message: RelayMessage::Pong { nonce },
+                        ..
+                    }) => return nonce,
+                    Some(_) => continue,
+                    None => panic!("link events ended"),
+                }
+            }
+        })
+        .await
+        .expect("the Pong arrives");
+        assert_eq!(event, 42);
+    }
+}
