@@ -2,7 +2,7 @@
 //! join and forgets it when the room closes itself; it also keeps per-room member and track
 //! counts for the admin API and metrics without a round trip to every actor.
 
-use crate::federation::{MeshSink, RemoteRoomEvent};
+use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use crate::room::{MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::ParticipantInfo;
@@ -124,6 +124,9 @@ impl RoomDirectory {
                 counts: RoomCounts::default(),
             },
         );
+        drop(rooms);
+        // Only now: what the mesh answers must find the room in the directory.
+        self.mesh.send(name, LocalRoomEvent::Opened);
         Ok(actor)
     }
 

@@ -289,6 +289,9 @@ impl<K: Copy + Eq> TrackForwarder<K> {
             return;
         };
         let Some(ssrc) = source.ssrc else {
+            // Nothing received on this layer yet: ask as soon as its first packet shows the
+            // source, instead of losing the request.
+            source.keyframe_pending = true;
             return;
         };
         if requests.iter().any(|r| r.ssrc == ssrc) {
@@ -602,5 +605,17 @@ mod tests {
         p.header.payload_type = 127;
         f.on_packet(0, p, Instant::now(), &mut out, &mut kf);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_keyframe_request_before_the_first_packet_is_sent_with_it() {
+        let mut f = forwarder();
+        let t0 = Instant::now();
+        let mut requests = Vec::new();
+        f.request_layer_keyframe(0, t0, &mut requests);
+        assert!(requests.is_empty(), "no source SSRC known yet");
+        let mut out = Vec::new();
+        f.on_packet(0, vp8_packet(77, 1, 0, false), t0, &mut out, &mut requests);
+        assert_eq!(requests, [KeyframeRequest { layer: 0, ssrc: 77 }]);
     }
 }

@@ -313,7 +313,6 @@ impl Actor for RoomActor {
         args: RoomArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         info!(room = %args.name, "room opened");
-        args.mesh.send(&args.name, LocalRoomEvent::Opened);
         Ok(RoomState {
             name: args.name,
             directory: args.directory,

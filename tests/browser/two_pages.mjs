@@ -1,10 +1,12 @@
 // Owns: the headless-Chromium end-to-end scenario of Kaskade's web client — two pages join one
 // room, each must decode the other's camera, a chat message goes from A to B, A shares its screen
 // and B must decode it. Prints one JSON result line on stdout; exits 1 with a reason on failure.
-// Screenshots go to --artifacts. Run by tests/tests/e2e_browser.rs inside a network namespace.
+// Screenshots go to --artifacts. Run by tests/tests/e2e_browser.rs (and, with --url2, by
+// tests/tests/e2e_browser_cascade.rs) inside a network namespace.
 //
-// Usage: node two_pages.mjs --url http://127.0.0.1:PORT --room ROOM [--artifacts DIR]
-//                            [--timeout SECONDS] [--chromium /usr/bin/chromium]
+// Usage: node two_pages.mjs --url http://127.0.0.1:PORT --room ROOM [--url2 http://HOST:PORT]
+//                            [--artifacts DIR] [--timeout SECONDS] [--chromium /usr/bin/chromium]
+// Page A opens --url; page B opens --url2 when given (another node of the same mesh), else --url.
 
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
@@ -12,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 function parseArgs(argv) {
-  const out = { url: null, room: null, artifacts: null, timeout: 120, chromium: null };
+  const out = { url: null, url2: null, room: null, artifacts: null, timeout: 120, chromium: null };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, '');
     if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
@@ -20,6 +22,7 @@ function parseArgs(argv) {
   }
   if (!out.url || !out.room) throw new Error('--url and --room are required');
   out.url = out.url.replace(/\/+$/, '');
+  out.url2 = out.url2 ? out.url2.replace(/\/+$/, '') : out.url;
   out.timeout = Number(out.timeout);
   out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
   return out;
@@ -192,9 +195,10 @@ async function main() {
     }
 
     stage = 'join';
+    const urls = { a: opts.url, b: opts.url2 };
     for (const who of ['a', 'b']) {
       const q = new URLSearchParams({ room: opts.room, name: names[who], autojoin: '1' });
-      await pages[who].goto(`${opts.url}/?${q}`, { timeout: 20000 });
+      await pages[who].goto(`${urls[who]}/?${q}`, { timeout: 20000 });
     }
     for (const who of ['a', 'b']) {
       await until(stage, `page ${who} in state joined`, 20000, async () => {

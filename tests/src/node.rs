@@ -73,8 +73,8 @@ impl NodeProcess {
         let mut cmd = Command::new(bin);
         cmd.args(["node", "--http", http, "--rtc", "127.0.0.1:0"])
             .args(extra);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
+        if std::env::var_os("KASKADE_LOG").is_none() {
+            cmd.env("KASKADE_LOG", "info");
         }
         // Plain logs in failure reports.
         cmd.env("NO_COLOR", "1");

@@ -6,72 +6,14 @@
 //! when they are missing unless KASKADE_SKIP_BROWSER=1. `npm ci --prefix tests/browser` is run
 //! here when tests/browser/node_modules is missing (.ci/run should do it up front).
 
+use kaskade_tests::browser::{ensure_playwright, preflight, skip_requested};
 use kaskade_tests::clients::num;
 use kaskade_tests::{
     NetNs, NodeProcess, Spawned, artifacts_dir, heavy_test_lock, node_bin, tests_dir,
 };
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
-
-fn skip_requested() -> bool {
-    std::env::var("KASKADE_SKIP_BROWSER").is_ok_and(|v| v == "1")
-}
-
-/// Everything the test needs from the machine, or a panic saying what is missing.
-fn preflight() -> (PathBuf, PathBuf) {
-    let hint = "install it (see tests/README.md: apt-get install -y chromium iproute2; \
-                npm ci --prefix tests/browser) or set KASKADE_SKIP_BROWSER=1 to skip this test";
-    let chromium = std::env::var_os("KASKADE_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        chromium.is_file(),
-        "browser test: no Chromium at {}: {hint}",
-        chromium.display()
-    );
-    let node_js = find_in_path("node")
-        .unwrap_or_else(|| panic!("browser test: Node.js (`node`) is not in PATH: {hint}"));
-    if let Err(e) = NetNs::check_tooling() {
-        panic!("browser test: cannot create network namespaces: {e}: {hint}");
-    }
-    (chromium, node_js)
-}
-
-/// Installs playwright-core from tests/browser/package-lock.json when node_modules is missing.
-fn ensure_playwright(browser_dir: &Path) {
-    if browser_dir
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        return;
-    }
-    let npm = find_in_path("npm").unwrap_or_else(|| {
-        panic!("browser test: tests/browser/node_modules is missing and npm is not in PATH")
-    });
-    let verb = if browser_dir.join("package-lock.json").is_file() {
-        "ci"
-    } else {
-        "install"
-    };
-    let out = Command::new(npm)
-        .args([verb, "--no-audit", "--no-fund", "--prefix"])
-        .arg(browser_dir)
-        .output()
-        .expect("run npm");
-    assert!(
-        out.status.success(),
-        "npm {verb} --prefix tests/browser failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn api_tracks(api: &Value) -> Vec<Value> {
     assert_eq!(

@@ -824,6 +824,7 @@ impl Manager {
         match self.wanted.get_mut(&track) {
             Some(w) => {
                 if w.layers != layers {
+                    debug!(track = %track, layers = layers.0, "wanted layers changed");
                     w.layers = layers;
                     if let Some((channel, at)) = &w.subscription {
                         let (channel, at) = (*channel, at.clone());

@@ -203,9 +203,24 @@ impl Engine {
                             .iter_mut()
                             .find(|l| l.link.id == link && l.channel == channel)
                     {
+                        let added = LayerSet(layers.0 & !leg.layers.0);
+                        debug!(track = %track, peer = %leg.link.peer, channel, layers = layers.0, "relay leg layers changed");
                         leg.layers = layers;
+                        // A layer the node behind starts taking starts with a keyframe.
+                        let mut requests = Vec::new();
+                        for layer in 0..entry.forwarder.layer_count() as u8 {
+                            if added.contains(layer) {
+                                entry
+                                    .forwarder
+                                    .request_layer_keyframe(layer, now, &mut requests);
+                            }
+                        }
+                        for r in requests {
+                            self.keyframe_requests.push((track.clone(), r));
+                        }
                     }
                     self.refresh_demand(&track);
+                    self.deliver(now);
                 }
             }
             RelayToEngine::RemoveRelayLeg { link, channel } => {
@@ -396,6 +411,11 @@ impl Engine {
         }
         for leg in &entry.relay_legs {
             layers = layers.union(leg.layers);
+        }
+        // With simulcast the lowest layer comes too whenever anything is wanted: it is cheap, and
+        // it is what a subscriber starts on and falls back to while its layer is not flowing.
+        if top > 0 && !layers.is_empty() {
+            layers = layers.union(LayerSet::single(0));
         }
         let Some(remote) = self.tracks.get_mut(id).and_then(|e| e.remote.as_mut()) else {
             return;

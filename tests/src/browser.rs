@@ -1,0 +1,92 @@
+//! Owns: what the headless-Chromium tests share — checking the machine has Chromium, Node.js and
+//! namespace tooling (or saying what is missing), installing Playwright's driver on demand, and
+//! running a closure inside a test network namespace (to reach nodes that listen there).
+
+use crate::netns::NetNs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The first `program` on PATH.
+pub fn find_in_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// KASKADE_SKIP_BROWSER=1 asks to skip the browser tests.
+pub fn skip_requested() -> bool {
+    std::env::var("KASKADE_SKIP_BROWSER").is_ok_and(|v| v == "1")
+}
+
+/// Everything a browser test needs from the machine, or a panic saying what is missing.
+pub fn preflight() -> (PathBuf, PathBuf) {
+    let hint = "install it (see tests/README.md: apt-get install -y chromium iproute2; \
+                npm ci --prefix tests/browser) or set KASKADE_SKIP_BROWSER=1 to skip this test";
+    let chromium = std::env::var_os("KASKADE_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    assert!(
+        chromium.is_file(),
+        "browser test: no Chromium at {}: {hint}",
+        chromium.display()
+    );
+    let node_js = find_in_path("node")
+        .unwrap_or_else(|| panic!("browser test: Node.js (`node`) is not in PATH: {hint}"));
+    if let Err(e) = NetNs::check_tooling() {
+        panic!("browser test: cannot create network namespaces: {e}: {hint}");
+    }
+    (chromium, node_js)
+}
+
+/// Installs playwright-core from tests/browser/package-lock.json when node_modules is missing.
+pub fn ensure_playwright(browser_dir: &Path) {
+    if browser_dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        return;
+    }
+    let npm = find_in_path("npm").unwrap_or_else(|| {
+        panic!("browser test: tests/browser/node_modules is missing and npm is not in PATH")
+    });
+    let verb = if browser_dir.join("package-lock.json").is_file() {
+        "ci"
+    } else {
+        "install"
+    };
+    let out = Command::new(npm)
+        .args([verb, "--no-audit", "--no-fund", "--prefix"])
+        .arg(browser_dir)
+        .output()
+        .expect("run npm");
+    assert!(
+        out.status.success(),
+        "npm {verb} --prefix tests/browser failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `f` on a thread that has joined `ns`'s network namespace (only that thread does).
+pub fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
+    let path = Path::new("/run/netns").join(&ns.name);
+    let file =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns with a namespace file descriptor that stays open for the call; it
+            // switches the network namespace of this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns into {}: {}",
+                ns.name,
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
