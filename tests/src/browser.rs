@@ -1,8 +1,11 @@
 //! Owns: what the headless-Chromium tests share — checking the machine has Chromium, Node.js and
-//! namespace tooling (or saying what is missing), installing Playwright's driver on demand, and
-//! running a closure inside a test network namespace (to reach nodes that listen there).
+//! namespace tooling (or saying what is missing), installing Playwright's driver on demand,
+//! running a closure inside a test network namespace (to reach nodes that listen there), and the
+//! assertions on the two-page scenario's result.
 
+use crate::clients::num;
 use crate::netns::NetNs;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -89,4 +92,80 @@ pub fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
     })
+}
+
+/// The tracks of a `GET /api/rooms/{room}` answer that two_pages.mjs fetched from a page.
+fn api_tracks(api: &Value) -> Vec<Value> {
+    assert_eq!(
+        api["status"], 200,
+        "GET /api/rooms/{{room}} from the page: {api}"
+    );
+    api["body"]["tracks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Asserts what two_pages.mjs's result must show: each page decodes the other's camera, audio
+/// arrives both ways, A's chat line reaches B with A's name, B decodes A's screen share, and the
+/// node of page A lists both participants with camera, microphone and (later) A's screen.
+pub fn assert_two_pages_scenario(result: &Value) {
+    let ids = &result["ids"];
+    for (seen, who) in [("a_sees_b_camera", "b"), ("b_sees_a_camera", "a")] {
+        let cam = &result[seen];
+        assert!(num(cam, "growth") >= 30.0, "{seen}: {cam}");
+        assert!(
+            num(cam, "width") > 0.0 && num(cam, "height") > 0.0,
+            "{seen}: {cam}"
+        );
+        assert!(
+            ids[who].is_string(),
+            "no participant id for {who}: {result}"
+        );
+    }
+    for who in ["a", "b"] {
+        assert!(
+            num(&result["audio"][who], "packetsReceived") > 0.0,
+            "audio at {who}: {result}"
+        );
+    }
+    let chat = &result["chat"];
+    assert_eq!(chat["text"], chat["sent"], "{chat}");
+    assert!(
+        chat["name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(result["names"]["a"].as_str().unwrap()),
+        "the chat line should carry the sender's name: {chat}"
+    );
+    let screen = &result["screen"];
+    assert!(num(screen, "growth") >= 15.0, "screen share at B: {screen}");
+
+    // Page A's node's view, fetched by the page (same origin) while both were in the room.
+    let joined_tracks = api_tracks(&result["api_after_join"]);
+    let participants = result["api_after_join"]["body"]["participants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(participants.len(), 2, "participants: {participants:?}");
+    for who in ["a", "b"] {
+        let mine: Vec<&Value> = joined_tracks
+            .iter()
+            .filter(|t| t["participant"] == ids[who])
+            .collect();
+        assert!(
+            mine.iter()
+                .any(|t| t["kind"] == "video" && t["source"] == "camera")
+                && mine
+                    .iter()
+                    .any(|t| t["kind"] == "audio" && t["source"] == "microphone"),
+            "{who}'s camera and microphone in /api/rooms: {joined_tracks:?}"
+        );
+    }
+    let screen_tracks: Vec<Value> = api_tracks(&result["api_after_screen"])
+        .into_iter()
+        .filter(|t| t["source"] == "screen")
+        .collect();
+    assert_eq!(screen_tracks.len(), 1, "{screen_tracks:?}");
+    assert_eq!(screen_tracks[0]["participant"], ids["a"]);
 }

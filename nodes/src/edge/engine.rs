@@ -491,7 +491,6 @@ impl Engine {
                 }
                 RTCMessage::RtcpPacket(rtc_track, packets) => {
                     let track = TrackId(rtc_track);
-                    tracing::trace!(session = key, track = %track, kinds = ?packets.iter().map(|p| p.header().packet_type).collect::<Vec<_>>(), "RTCP");
                     if !session.outbound.contains_key(&track) {
                         continue;
                     }

@@ -474,9 +474,16 @@ impl Manager {
                 let _ = tx.send(Input::GraceExpired(peer));
             });
         }
+        self.fetch_answered(peer, None);
+    }
+
+    /// `peer` answered for `room` (or, with `None`, will not answer for any room): fetches that
+    /// waited only for it are done.
+    fn fetch_answered(&mut self, peer: &str, room: Option<&RoomName>) {
         let done: Vec<u64> = self
             .fetches
             .iter_mut()
+            .filter(|(_, f)| room.is_none_or(|r| &f.room == r))
             .filter_map(|(id, f)| {
                 f.waiting.remove(peer);
                 f.waiting.is_empty().then_some(*id)
@@ -486,6 +493,16 @@ impl Manager {
             if let Some(f) = self.fetches.remove(&id) {
                 let _ = f.reply.send(());
             }
+        }
+    }
+
+    /// Tells every linked node whether this node has local members in `room`.
+    fn announce_interest(&self, room: &RoomName, interested: bool) {
+        for link in self.links.values() {
+            link.send_control(RelayMessage::RoomInterest {
+                room: room.clone(),
+                interested,
+            });
         }
     }
 
@@ -593,20 +610,7 @@ impl Manager {
                         },
                     );
                 }
-                let done: Vec<u64> = self
-                    .fetches
-                    .iter_mut()
-                    .filter(|(_, f)| f.room == room)
-                    .filter_map(|(id, f)| {
-                        f.waiting.remove(&peer);
-                        f.waiting.is_empty().then_some(*id)
-                    })
-                    .collect();
-                for id in done {
-                    if let Some(f) = self.fetches.remove(&id) {
-                        let _ = f.reply.send(());
-                    }
-                }
+                self.fetch_answered(&peer, Some(&room));
             }
             RelayMessage::ParticipantJoined { room, participant } => {
                 self.rooms
@@ -893,12 +897,7 @@ impl Manager {
             let _ = reply.send(());
             return;
         }
-        for link in self.links.values() {
-            link.send_control(RelayMessage::RoomInterest {
-                room: room.clone(),
-                interested: true,
-            });
-        }
+        self.announce_interest(&room, true);
         let id = self.next_fetch;
         self.next_fetch += 1;
         self.fetches.insert(
@@ -920,12 +919,7 @@ impl Manager {
         match event {
             LocalRoomEvent::Opened => {
                 self.local.entry(room.clone()).or_default();
-                for link in self.links.values() {
-                    link.send_control(RelayMessage::RoomInterest {
-                        room: room.clone(),
-                        interested: true,
-                    });
-                }
+                self.announce_interest(&room, true);
             }
             LocalRoomEvent::Closed => {
                 if self.rooms.get(&room).is_some() {
@@ -934,12 +928,7 @@ impl Manager {
                 if self.local.remove(&room).is_none() {
                     return;
                 }
-                for link in self.links.values() {
-                    link.send_control(RelayMessage::RoomInterest {
-                        room: room.clone(),
-                        interested: false,
-                    });
-                }
+                self.announce_interest(&room, false);
                 let theirs: Vec<TrackId> = self
                     .remote_tracks
                     .iter()

@@ -103,7 +103,8 @@ impl TrackEntry {
         packet: &rtp::packet::Packet,
         scratch: &mut RelayState,
     ) {
-        if self.relay_legs.is_empty() {
+        // Most packets of a simulcast track are of a layer no leg takes: marshal only if one does.
+        if !self.relay_legs.iter().any(|l| l.layers.contains(layer)) {
             return;
         }
         if !marshal_plain(packet, &mut scratch.rtp) {
