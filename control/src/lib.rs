@@ -1,29 +1,52 @@
-//! The control plane: where nodes register (under a lease) and where rooms are placed. One trait,
-//! [`ControlPlane`], with backends behind it — [`memory::MemoryControlPlane`] for a single node
-//! (the default, no external service) and, in a later step, etcd for a mesh. Nodes talk to the
-//! trait only, so changing backends is configuration, not code.
+//! The control plane: where nodes register (under a lease), find each other, and where rooms are
+//! placed. One trait, [`ControlPlane`], with two backends behind it — [`memory::MemoryControlPlane`]
+//! for a single node (the default, no external service) and [`etcd::EtcdControlPlane`] for a mesh
+//! — plus [`any::AnyControlPlane`] to pick one at run time. Nodes talk to the trait only, so
+//! changing backends is configuration, not code. Placement decisions themselves are a pure
+//! function ([`placement`]) shared by both backends.
 
+pub mod any;
+pub mod etcd;
 pub mod memory;
+pub mod placement;
 
 use kaskade_proto::RoomName;
+use kaskade_proto::signal::{ParticipantInfo, TrackInfo};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A node's id, unique within a mesh.
 pub type NodeId = String;
 
+/// How busy a node is; placement prefers the node with the smallest load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Peer sessions (WebSocket participants' connections, WHIP and WHEP sessions).
+    pub sessions: u64,
+    /// Tracks published on this node.
+    pub tracks: u64,
+    /// RTP packets per second the node sends to clients and relays.
+    pub packets_per_sec: u64,
+    /// Process CPU use, in percent of one core (may exceed 100 on several cores).
+    pub cpu_percent: u32,
+}
+
 /// What a node publishes about itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: NodeId,
     pub site: String,
-    /// Where browsers reach its HTTP/WebSocket endpoint.
+    /// Where browsers reach its HTTP/WebSocket endpoint (`http://host:port/`).
     pub http_url: String,
     /// Its media address (UDP), as put in ICE candidates.
     pub media_addr: String,
     /// Its relay endpoint (QUIC), where other nodes of the mesh connect; empty if it has none.
     pub relay_addr: String,
-    /// Peer sessions it currently holds: the load used for placement.
-    pub sessions: u64,
+    #[serde(default)]
+    pub load: NodeLoad,
+    /// A draining node takes no new placements and is moving its participants away.
+    #[serde(default)]
     pub draining: bool,
 }
 
@@ -32,6 +55,23 @@ pub struct NodeRecord {
 pub struct Lease {
     pub id: u64,
     pub ttl: Duration,
+}
+
+/// The live nodes as last seen by a backend, delivered through [`ControlPlane::watch_nodes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeView {
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// False while the backend cannot reach its store: `nodes` is then the last known view and
+    /// must not be taken as proof that a node died.
+    pub reachable: bool,
+}
+
+/// One node's part of a room, kept in the control plane so any node can describe any room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomShare {
+    pub node: NodeId,
+    pub participants: Vec<ParticipantInfo>,
+    pub tracks: Vec<TrackInfo>,
 }
 
 /// Why a control-plane operation failed.
@@ -43,9 +83,13 @@ pub enum ControlError {
     NoNodeAvailable(String),
     #[error("control plane unavailable: {0}")]
     Unavailable(String),
+    #[error("control plane returned malformed data: {0}")]
+    Malformed(String),
 }
 
-/// The operations every backend offers. All are async because remote backends are.
+/// The operations every backend offers. All are async because remote backends are; each one
+/// either completes or fails within the backend's request timeout (a few seconds at most), so
+/// callers never hang on an unreachable store.
 pub trait ControlPlane: Send + Sync {
     /// Registers (or re-registers) a node under a new lease of `ttl`.
     fn register_node(
@@ -54,7 +98,8 @@ pub trait ControlPlane: Send + Sync {
         ttl: Duration,
     ) -> impl Future<Output = Result<Lease, ControlError>> + Send;
 
-    /// Extends a lease by its ttl and updates the node's record (load, draining).
+    /// Extends a lease by its ttl and updates the node's record (load, draining). Fails with
+    /// [`ControlError::LeaseExpired`] when the lease is gone: the caller registers again.
     fn keep_alive(
         &self,
         lease: &Lease,
@@ -64,19 +109,57 @@ pub trait ControlPlane: Send + Sync {
     /// Nodes whose lease is live.
     fn live_nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, ControlError>> + Send;
 
-    /// The node hosting `room`: the current placement if its node is alive, else the least-loaded
-    /// live, non-draining node of `site` (any site if that one has none), recorded as the new
-    /// placement.
+    /// A view of the live nodes that changes as nodes come, go (lease expiry) and update their
+    /// records. Backed by a watch, not by polling, where the store has watches.
+    fn watch_nodes(&self) -> tokio::sync::watch::Receiver<NodeView>;
+
+    /// The node that takes participants of `sites[0]` in `room`: the current placement for that
+    /// (room, site) if its node is alive and not draining, else the least-loaded live,
+    /// non-draining node of the first site in `sites` that has one (nearest sites first), recorded
+    /// as the new placement for `(room, sites[0])`. Placement records die with the chosen node's
+    /// lease.
     fn place_room(
         &self,
         room: &RoomName,
-        site: &str,
+        sites: &[String],
     ) -> impl Future<Output = Result<NodeRecord, ControlError>> + Send;
 
-    /// Forgets a room's placement (the room closed) if it is still on `node`.
+    /// Forgets `node`'s placements of `room` (the room closed there).
     fn release_room(
         &self,
         room: &RoomName,
         node: &str,
     ) -> impl Future<Output = Result<(), ControlError>> + Send;
+
+    /// Stores (or replaces) `share.node`'s part of `room` under `lease`: it disappears when the
+    /// node's lease does.
+    fn publish_room_share(
+        &self,
+        lease: &Lease,
+        room: &RoomName,
+        share: RoomShare,
+    ) -> impl Future<Output = Result<(), ControlError>> + Send;
+
+    /// Removes `node`'s part of `room` (the room closed there).
+    fn withdraw_room_share(
+        &self,
+        room: &RoomName,
+        node: &str,
+    ) -> impl Future<Output = Result<(), ControlError>> + Send;
+
+    /// A secret shared by every node of the mesh (32 random bytes, created by the first node
+    /// that asks and kept in the store), for tokens one node issues and another checks.
+    fn mesh_secret(&self) -> impl Future<Output = Result<Vec<u8>, ControlError>> + Send {
+        async {
+            Err(ControlError::Unavailable(
+                "this backend keeps no shared secret".into(),
+            ))
+        }
+    }
+
+    /// Every live node's part of `room`, ordered by node id.
+    fn room_shares(
+        &self,
+        room: &RoomName,
+    ) -> impl Future<Output = Result<Vec<RoomShare>, ControlError>> + Send;
 }

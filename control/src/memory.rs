@@ -1,11 +1,13 @@
 //! `MemoryControlPlane`: the single-process backend. Leases expire by an injected clock, so the
 //! behaviour is the same as a remote backend's and tests control time instead of sleeping.
 
-use crate::{ControlError, ControlPlane, Lease, NodeRecord};
+use crate::placement::{accepts_placements, choose_node};
+use crate::{ControlError, ControlPlane, Lease, NodeRecord, NodeView, RoomShare};
 use kaskade_proto::RoomName;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Where the backend reads the time.
 pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
@@ -22,12 +24,18 @@ struct State {
     nodes: BTreeMap<String, Registration>,
     /// Nodes given by configuration (`--peer`): always taken as live, never expire.
     static_nodes: BTreeMap<String, NodeRecord>,
-    rooms: BTreeMap<RoomName, String>,
+    /// (room, site of the participants) -> (node, the lease it had when placed; `None` for a
+    /// static node). A placement dies with that lease.
+    placements: BTreeMap<(RoomName, String), (String, Option<u64>)>,
+    /// room -> node -> (lease, share).
+    shares: BTreeMap<RoomName, BTreeMap<String, (u64, RoomShare)>>,
 }
 
 pub struct MemoryControlPlane {
     clock: Clock,
     state: Mutex<State>,
+    view: watch::Sender<NodeView>,
+    secret: [u8; 32],
 }
 
 impl Default for MemoryControlPlane {
@@ -41,20 +49,27 @@ impl MemoryControlPlane {
         Self {
             clock,
             state: Mutex::new(State::default()),
+            view: watch::Sender::new(NodeView {
+                nodes: BTreeMap::new(),
+                reachable: true,
+            }),
+            secret: rand::random(),
         }
     }
 
     /// Adds a node known from configuration rather than registration (static membership). It
     /// counts as live for as long as this backend exists; a registration of the same id wins.
     pub fn add_static_node(&self, node: NodeRecord) {
-        self.lock().static_nodes.insert(node.id.clone(), node);
+        let mut state = self.lock();
+        state.static_nodes.insert(node.id.clone(), node);
+        self.publish_view(&state);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn live(state: &State, now: Instant) -> impl Iterator<Item = &NodeRecord> {
+    fn live(state: &State, now: Instant) -> impl Iterator<Item = &NodeRecord> + Clone {
         let registered = state
             .nodes
             .values()
@@ -65,6 +80,28 @@ impl MemoryControlPlane {
             .values()
             .filter(|n| !state.nodes.contains_key(&n.id));
         registered.chain(configured)
+    }
+
+    fn live_lease(state: &State, lease: u64, now: Instant) -> bool {
+        state
+            .nodes
+            .values()
+            .any(|r| r.lease.id == lease && r.expires > now)
+    }
+
+    /// Tells watchers the current live set (expiry is noticed at the next operation).
+    fn publish_view(&self, state: &State) {
+        let now = (self.clock)();
+        let nodes = Self::live(state, now)
+            .map(|n| (n.id.clone(), n.clone()))
+            .collect();
+        self.view.send_if_modified(|view| {
+            if view.nodes == nodes {
+                return false;
+            }
+            view.nodes = nodes;
+            true
+        });
     }
 }
 
@@ -85,58 +122,119 @@ impl ControlPlane for MemoryControlPlane {
                 expires: now + ttl,
             },
         );
+        self.publish_view(&state);
         Ok(lease)
     }
 
     async fn keep_alive(&self, lease: &Lease, node: NodeRecord) -> Result<(), ControlError> {
         let now = (self.clock)();
         let mut state = self.lock();
-        match state.nodes.get_mut(&node.id) {
+        let result = match state.nodes.get_mut(&node.id) {
             Some(r) if r.lease.id == lease.id && r.expires > now => {
                 r.expires = now + r.lease.ttl;
                 r.node = node;
                 Ok(())
             }
             _ => Err(ControlError::LeaseExpired(lease.id)),
-        }
+        };
+        self.publish_view(&state);
+        result
     }
 
     async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ControlError> {
         let now = (self.clock)();
         let state = self.lock();
+        self.publish_view(&state);
         Ok(Self::live(&state, now).cloned().collect())
     }
 
-    async fn place_room(&self, room: &RoomName, site: &str) -> Result<NodeRecord, ControlError> {
+    fn watch_nodes(&self) -> watch::Receiver<NodeView> {
+        self.view.subscribe()
+    }
+
+    async fn place_room(
+        &self,
+        room: &RoomName,
+        sites: &[String],
+    ) -> Result<NodeRecord, ControlError> {
         let now = (self.clock)();
         let mut state = self.lock();
+        let home = sites.first().cloned().unwrap_or_default();
+        let key = (room.clone(), home);
+        let lease_of = |state: &State, id: &str| state.nodes.get(id).map(|r| r.lease.id);
         if let Some(node) = state
-            .rooms
-            .get(room)
-            .and_then(|id| state.nodes.get(id))
-            .filter(|r| r.expires > now)
+            .placements
+            .get(&key)
+            .filter(|(id, lease)| lease_of(&state, id) == *lease)
+            .and_then(|(id, _)| Self::live(&state, now).find(|n| &n.id == id))
+            .filter(|n| accepts_placements(n))
         {
-            return Ok(node.node.clone());
+            return Ok(node.clone());
         }
-        let candidates: Vec<&NodeRecord> =
-            Self::live(&state, now).filter(|n| !n.draining).collect();
-        let pick = candidates
-            .iter()
-            .filter(|n| n.site == site)
-            .min_by_key(|n| (n.sessions, n.id.clone()))
-            .or_else(|| candidates.iter().min_by_key(|n| (n.sessions, n.id.clone())))
-            .map(|n| (*n).clone())
+        let pick = choose_node(Self::live(&state, now), sites)
+            .cloned()
             .ok_or_else(|| ControlError::NoNodeAvailable(room.to_string()))?;
-        state.rooms.insert(room.clone(), pick.id.clone());
+        let lease = lease_of(&state, &pick.id);
+        state.placements.insert(key, (pick.id.clone(), lease));
         Ok(pick)
     }
 
     async fn release_room(&self, room: &RoomName, node: &str) -> Result<(), ControlError> {
         let mut state = self.lock();
-        if state.rooms.get(room).is_some_and(|n| n == node) {
-            state.rooms.remove(room);
+        state
+            .placements
+            .retain(|(r, _), (n, _)| !(r == room && n == node));
+        Ok(())
+    }
+
+    async fn publish_room_share(
+        &self,
+        lease: &Lease,
+        room: &RoomName,
+        share: RoomShare,
+    ) -> Result<(), ControlError> {
+        let now = (self.clock)();
+        let mut state = self.lock();
+        if !Self::live_lease(&state, lease.id, now) {
+            return Err(ControlError::LeaseExpired(lease.id));
+        }
+        state
+            .shares
+            .entry(room.clone())
+            .or_default()
+            .insert(share.node.clone(), (lease.id, share));
+        Ok(())
+    }
+
+    async fn withdraw_room_share(&self, room: &RoomName, node: &str) -> Result<(), ControlError> {
+        let mut state = self.lock();
+        if let Some(shares) = state.shares.get_mut(room) {
+            shares.remove(node);
+            if shares.is_empty() {
+                state.shares.remove(room);
+            }
         }
         Ok(())
+    }
+
+    async fn mesh_secret(&self) -> Result<Vec<u8>, ControlError> {
+        Ok(self.secret.to_vec())
+    }
+
+    async fn room_shares(&self, room: &RoomName) -> Result<Vec<RoomShare>, ControlError> {
+        let now = (self.clock)();
+        let state = self.lock();
+        Ok(state
+            .shares
+            .get(room)
+            .map(|shares| {
+                shares
+                    .values()
+                    .filter(|(lease, _)| Self::live_lease(&state, *lease, now))
+                    .map(|(_, share)| share.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 
@@ -163,7 +261,10 @@ mod tests {
             http_url: format!("http://{id}"),
             media_addr: "127.0.0.1:7000".into(),
             relay_addr: String::new(),
-            sessions,
+            load: crate::NodeLoad {
+                sessions,
+                ..Default::default()
+            },
             draining: false,
         }
     }
@@ -192,7 +293,7 @@ mod tests {
             millis.store(4_000, Ordering::SeqCst);
             let live = cp.live_nodes().await.unwrap();
             assert_eq!(live.len(), 1);
-            assert_eq!(live[0].sessions, 5);
+            assert_eq!(live[0].load.sessions, 5);
             millis.store(6_000, Ordering::SeqCst);
             assert!(cp.live_nodes().await.unwrap().is_empty());
             assert_eq!(
@@ -212,15 +313,30 @@ mod tests {
             cp.register_node(node("a1", "a", 9), ttl).await.unwrap();
             cp.register_node(node("a2", "a", 2), ttl).await.unwrap();
             cp.register_node(node("b1", "b", 0), ttl).await.unwrap();
-            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "a2");
+            assert_eq!(
+                cp.place_room(&room, &["a".to_string()]).await.unwrap().id,
+                "a2"
+            );
             // Sticky even when loads change.
             cp.register_node(node("a3", "a", 0), ttl).await.unwrap();
-            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "a2");
+            assert_eq!(
+                cp.place_room(&room, &["a".to_string()]).await.unwrap().id,
+                "a2"
+            );
             cp.release_room(&room, "a2").await.unwrap();
-            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "a3");
+            assert_eq!(
+                cp.place_room(&room, &["a".to_string()]).await.unwrap().id,
+                "a3"
+            );
             // A site with no node falls back to another site.
             let other = RoomName::parse("other").unwrap();
-            assert_eq!(cp.place_room(&other, "c").await.unwrap().id, "a3");
+            assert_eq!(
+                cp.place_room(&other, &["c".to_string(), "a".to_string()])
+                    .await
+                    .unwrap()
+                    .id,
+                "a3"
+            );
         });
     }
 
@@ -240,16 +356,22 @@ mod tests {
             cp.register_node(draining, Duration::from_secs(10))
                 .await
                 .unwrap();
-            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "n1");
+            assert_eq!(
+                cp.place_room(&room, &["a".to_string()]).await.unwrap().id,
+                "n1"
+            );
             millis.store(2_000, Ordering::SeqCst);
             assert_eq!(
-                cp.place_room(&room, "a").await,
+                cp.place_room(&room, &["a".to_string()]).await,
                 Err(ControlError::NoNodeAvailable("r".into()))
             );
             cp.register_node(node("n3", "a", 0), Duration::from_secs(10))
                 .await
                 .unwrap();
-            assert_eq!(cp.place_room(&room, "a").await.unwrap().id, "n3");
+            assert_eq!(
+                cp.place_room(&room, &["a".to_string()]).await.unwrap().id,
+                "n3"
+            );
         });
     }
 

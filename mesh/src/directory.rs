@@ -158,6 +158,12 @@ impl RoomDirectory {
         Err(RoomError::Unavailable(last_error))
     }
 
+    /// This node's listed members of the room and their tracks, if the room is open here.
+    pub async fn local_share(&self, name: &RoomName) -> Option<RoomSnapshot> {
+        let actor = self.get(name)?;
+        ractor::call!(actor, RoomMsg::LocalShare).ok()
+    }
+
     /// The room's current members and tracks, if it is open.
     pub async fn snapshot(&self, name: &RoomName) -> Option<RoomSnapshot> {
         let actor = self.get(name)?;

@@ -308,6 +308,23 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         }
     }
 
+    /// The track's packets now arrive over another path (its upstream relay node died and the
+    /// node subscribed elsewhere): what was sent in between is lost for good. Every subscriber
+    /// continues its numbering without a gap and, for video, waits for the next keyframe, which
+    /// is requested (throttled like any other).
+    pub fn restart_source(&mut self, now: Instant, requests: &mut Vec<KeyframeRequest>) {
+        let video = matches!(self.media, ForwardedMedia::Video(_));
+        for d in &mut self.downstreams {
+            d.rewriter.restart_at_next_packet();
+            if video {
+                d.selector.restart();
+            }
+        }
+        if video {
+            self.collect_keyframe_needs(now, requests);
+        }
+    }
+
     /// A subscriber sent PLI or FIR: ask the publisher for a keyframe on the layer it receives,
     /// at most once per throttle interval per layer however many subscribers ask.
     pub fn on_keyframe_request(

@@ -4,6 +4,7 @@
 //! into each other, one message at a time. The socket itself stays with the transport, which
 //! feeds frames in as [`ParticipantMsg::Text`] and writes out what arrives on the output channel.
 
+use crate::admission::{Admission, JoinGate};
 use crate::directory::RoomDirectory;
 use crate::engine_api::{
     EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
@@ -46,12 +47,15 @@ pub struct ParticipantArgs {
     pub engine: EngineHandle,
     pub rooms: Arc<RoomDirectory>,
     pub output: UnboundedSender<ParticipantOutput>,
+    /// Where joins are admitted, redirected or refused ([`AdmitAll`] on a single node).
+    pub gate: Arc<dyn JoinGate>,
 }
 
 struct Joined {
     room: RoomName,
     actor: ActorRef<RoomMsg>,
     auto_subscribe: bool,
+    epoch: u64,
 }
 
 pub struct ParticipantState {
@@ -59,6 +63,7 @@ pub struct ParticipantState {
     engine: EngineHandle,
     rooms: Arc<RoomDirectory>,
     output: UnboundedSender<ParticipantOutput>,
+    gate: Arc<dyn JoinGate>,
     myself: ActorRef<ParticipantMsg>,
     joined: Option<Joined>,
     publish: Option<SessionKey>,
@@ -87,6 +92,7 @@ impl Actor for ParticipantActor {
             engine: args.engine,
             rooms: args.rooms,
             output: args.output,
+            gate: args.gate,
             myself,
             joined: None,
             publish: None,
@@ -155,10 +161,13 @@ impl ParticipantState {
             room,
             name,
             auto_subscribe,
+            resume,
+            site,
         } = message
         {
-            self.join(room, name, auto_subscribe).await;
-            return false;
+            return self
+                .join(room, name, auto_subscribe, resume, site.as_deref())
+                .await;
         }
         if self.joined.is_none() {
             self.send(ServerMessage::error(
@@ -275,18 +284,60 @@ impl ParticipantState {
         }
     }
 
-    async fn join(&mut self, room: RoomName, name: String, auto_subscribe: bool) {
+    /// Admits, redirects or refuses a join; true when the session is over (redirected).
+    async fn join(
+        &mut self,
+        room: RoomName,
+        name: String,
+        auto_subscribe: bool,
+        resume: Option<String>,
+        site: Option<&str>,
+    ) -> bool {
         if self.joined.is_some() {
             self.fail(ErrorCode::AlreadyJoined, "already in a room");
-            return;
+            return false;
+        }
+        let mut name = name.trim().to_owned();
+        if let Some(token) = &resume {
+            match self.gate.verify_resume(&room, token) {
+                Ok(claim) => {
+                    info!(room = %room, participant = %claim.participant, "resuming participant");
+                    self.participant = claim.participant;
+                    name = claim.name;
+                }
+                Err(reason) => {
+                    self.fail(
+                        ErrorCode::ResumeRejected,
+                        format!("resume refused: {reason}"),
+                    );
+                    return false;
+                }
+            }
+        }
+        match self.gate.admit(&room, site, resume.is_some()).await {
+            Admission::Here => {}
+            Admission::Redirect { url } => {
+                info!(room = %room, participant = %self.participant, to = %url, "join redirected");
+                self.send(ServerMessage::Redirect { url });
+                let _ = self.output.send(ParticipantOutput::Close {
+                    code: CLOSE_NORMAL,
+                    reason: "redirected".into(),
+                });
+                return true;
+            }
+            Admission::Refused { code, message } => {
+                warn!(room = %room, participant = %self.participant, reason = %message, "join refused");
+                self.fail(code, message);
+                return false;
+            }
         }
         let info = ParticipantInfo {
             id: self.participant.clone(),
-            name: name.trim().to_owned(),
+            name,
         };
         match self
             .rooms
-            .join(&room, info, Some(self.member_sink()), false)
+            .join(&room, info.clone(), Some(self.member_sink()), false)
             .await
         {
             Ok((actor, snapshot)) => {
@@ -300,12 +351,16 @@ impl ParticipantState {
                     room: room.clone(),
                     actor,
                     auto_subscribe,
+                    epoch: snapshot.epoch,
                 });
+                let resume_token = self.gate.issue_resume(&room, &self.participant, &info.name);
                 self.send(ServerMessage::Joined {
                     participant: self.participant.clone(),
                     room,
                     participants: snapshot.participants,
                     tracks: snapshot.tracks.clone(),
+                    resume_token,
+                    alternates: self.gate.alternates(),
                 });
                 if auto_subscribe {
                     let all = snapshot.tracks.into_iter().map(|t| t.id).collect();
@@ -317,6 +372,7 @@ impl ParticipantState {
                 self.fail(ErrorCode::Internal, e.to_string());
             }
         }
+        false
     }
 
     async fn publish(&mut self, sdp: String, sources: BTreeMap<String, TrackSource>) {
@@ -455,6 +511,17 @@ impl ParticipantState {
                     });
                 }
             }
+            ServerMessage::Error { fatal: true, .. } => {
+                // The room handed this participant to a newer session (it resumed elsewhere).
+                self.send(event);
+                let _ = self.output.send(ParticipantOutput::Close {
+                    code: CLOSE_NORMAL,
+                    reason: "resumed in another session".into(),
+                });
+                self.leave();
+                self.myself.stop(None);
+                return;
+            }
             _ => {}
         }
         self.send(event);
@@ -507,6 +574,7 @@ impl ParticipantState {
             info!(room = %j.room, participant = %self.participant, "signalling participant left");
             let _ = j.actor.cast(RoomMsg::Leave {
                 participant: self.participant.clone(),
+                epoch: Some(j.epoch),
             });
         }
     }

@@ -32,6 +32,9 @@ impl MemberSink {
 #[derive(Debug, Clone)]
 pub struct RoomSnapshot {
     pub name: RoomName,
+    /// The joining member's epoch (0 when the snapshot was only asked for): a `Leave` carrying
+    /// it removes that session only, not a later session that resumed the same participant.
+    pub epoch: u64,
     pub participants: Vec<ParticipantInfo>,
     pub tracks: Vec<TrackInfo>,
 }
@@ -46,6 +49,8 @@ pub enum RoomMsg {
     },
     Leave {
         participant: ParticipantId,
+        /// The epoch the join returned; `None` removes whatever session has the id.
+        epoch: Option<u64>,
     },
     Publish {
         tracks: Vec<TrackInfo>,
@@ -63,6 +68,13 @@ pub enum RoomMsg {
         text: String,
     },
     Snapshot(RpcReplyPort<RoomSnapshot>),
+    /// Ask this node's signalling members to reconnect to `url` (maintenance drain).
+    Reconnect {
+        url: String,
+        reason: String,
+    },
+    /// Only this node's listed members and their tracks (what the control plane keeps of it).
+    LocalShare(RpcReplyPort<RoomSnapshot>),
     /// What another node's members did.
     Remote {
         node: String,
@@ -76,6 +88,7 @@ struct Member {
     hidden: bool,
     /// The node the member is connected to; `None` for this node.
     node: Option<String>,
+    epoch: u64,
 }
 
 pub struct RoomState {
@@ -85,12 +98,14 @@ pub struct RoomState {
     members: BTreeMap<ParticipantId, Member>,
     /// In publication order, so "the room's first publisher" means what it says.
     tracks: Vec<TrackInfo>,
+    next_epoch: u64,
 }
 
 impl RoomState {
     fn snapshot(&self) -> RoomSnapshot {
         RoomSnapshot {
             name: self.name.clone(),
+            epoch: 0,
             participants: self
                 .members
                 .values()
@@ -122,8 +137,45 @@ impl RoomState {
             .is_some_and(|m| m.node.as_deref() == Some(node))
     }
 
+    /// Drops the tracks a member published from where it was before it resumed elsewhere (its
+    /// client republishes them), telling local members; local tracks are withdrawn from the mesh
+    /// too. The member itself stays: others see a resumed participant, not a leave and a join.
+    fn drop_tracks_for_takeover(&mut self, participant: &ParticipantId) {
+        let was_local = self.is_local(participant);
+        let theirs: Vec<TrackId> = self
+            .tracks
+            .iter()
+            .filter(|t| &t.participant == participant)
+            .map(|t| t.id.clone())
+            .collect();
+        for id in &theirs {
+            self.unpublish(id);
+        }
+        if was_local && !theirs.is_empty() {
+            self.mesh
+                .send(&self.name, LocalRoomEvent::Unpublished(theirs));
+        }
+    }
+
     fn remote_join(&mut self, node: &str, info: ParticipantInfo) {
-        if self.members.contains_key(&info.id) {
+        if let Some(existing) = self.members.get(&info.id) {
+            if existing.node.as_deref() == Some(node) {
+                return;
+            }
+            // The participant resumed on `node` (its old node died or drained): it is theirs now.
+            info!(room = %self.name, participant = %info.id, node, "participant resumed on another node");
+            self.drop_tracks_for_takeover(&info.id);
+            if let Some(m) = self.members.get_mut(&info.id) {
+                if let Some(sink) = m.sink.take() {
+                    sink.send(ServerMessage::Error {
+                        code: kaskade_proto::signal::ErrorCode::Unavailable,
+                        message: "this participant resumed in another session".into(),
+                        fatal: true,
+                    });
+                }
+                m.node = Some(node.to_owned());
+                m.info = info;
+            }
             return;
         }
         self.broadcast(
@@ -139,6 +191,7 @@ impl RoomState {
                 sink: None,
                 hidden: false,
                 node: Some(node.to_owned()),
+                epoch: 0,
             },
         );
     }
@@ -319,6 +372,7 @@ impl Actor for RoomActor {
             mesh: args.mesh,
             members: BTreeMap::new(),
             tracks: Vec::new(),
+            next_epoch: 1,
         })
     }
 
@@ -344,34 +398,60 @@ impl Actor for RoomActor {
                 hidden,
                 reply,
             } => {
-                let snapshot = state.snapshot();
+                // A participant coming back (resume) takes over its old session, here or on
+                // another node: its old tracks go, its membership stays.
+                let resumed = state.members.contains_key(&info.id);
+                if resumed {
+                    state.drop_tracks_for_takeover(&info.id);
+                    info!(room = %state.name, participant = %info.id, "participant resumed");
+                }
+                let mut snapshot = state.snapshot();
+                snapshot.participants.retain(|p| p.id != info.id);
                 if !hidden {
-                    state.broadcast(
-                        &ServerMessage::ParticipantJoined {
-                            participant: info.clone(),
-                        },
-                        None,
-                    );
+                    if !resumed {
+                        state.broadcast(
+                            &ServerMessage::ParticipantJoined {
+                                participant: info.clone(),
+                            },
+                            None,
+                        );
+                    }
                     state
                         .mesh
                         .send(&state.name, LocalRoomEvent::Joined(info.clone()));
                 }
                 info!(room = %state.name, participant = %info.id, "participant joined");
-                state.members.insert(
+                let epoch = state.next_epoch;
+                state.next_epoch += 1;
+                snapshot.epoch = epoch;
+                let old = state.members.insert(
                     info.id.clone(),
                     Member {
                         info,
                         sink,
                         hidden,
                         node: None,
+                        epoch,
                     },
                 );
+                if let Some(sink) = old.and_then(|m| m.sink) {
+                    sink.send(ServerMessage::Error {
+                        code: kaskade_proto::signal::ErrorCode::Unavailable,
+                        message: "this participant resumed in another session".into(),
+                        fatal: true,
+                    });
+                }
                 state.update_counts();
                 let _ = reply.send(snapshot);
             }
-            RoomMsg::Leave { participant } => {
+            RoomMsg::Leave { participant, epoch } => {
                 if !state.is_local(&participant) {
                     return Ok(());
+                }
+                if epoch
+                    .is_some_and(|e| state.members.get(&participant).map(|m| m.epoch) != Some(e))
+                {
+                    return Ok(()); // a resumed session replaced this one
                 }
                 let Some(member) = state.remove_member(&participant) else {
                     return Ok(());
@@ -476,6 +556,20 @@ impl Actor for RoomActor {
             }
             RoomMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
+            }
+            RoomMsg::Reconnect { url, reason } => {
+                let message = ServerMessage::Reconnect { url, reason };
+                for member in state.members.values().filter(|m| m.node.is_none()) {
+                    if let Some(sink) = &member.sink {
+                        sink.send(message.clone());
+                    }
+                }
+            }
+            RoomMsg::LocalShare(reply) => {
+                let mut share = state.snapshot();
+                share.participants.retain(|p| state.is_local(&p.id));
+                share.tracks.retain(|t| state.is_local(&t.participant));
+                let _ = reply.send(share);
             }
             RoomMsg::Remote { node, event } => {
                 state.on_remote(&node, event);

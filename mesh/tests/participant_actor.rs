@@ -3,6 +3,7 @@
 //! automatic subscription of the other participant.
 
 use kaskade_mesh::RoomDirectory;
+use kaskade_mesh::admission::{Admission, JoinGate, ResumeClaim};
 use kaskade_mesh::engine_api::{
     EngineCommand, EngineHandle, PublishOutcome, SubscribeOffer, TrackDescriptor,
 };
@@ -10,7 +11,7 @@ use kaskade_mesh::participant::{
     ParticipantActor, ParticipantArgs, ParticipantMsg, ParticipantOutput,
 };
 use kaskade_proto::signal::{ErrorCode, MediaKind, ServerMessage, TrackSource};
-use kaskade_proto::{ParticipantId, TrackId};
+use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,44 @@ struct Client {
     output: UnboundedReceiver<ParticipantOutput>,
 }
 
+/// A join policy for the tests: room "elsewhere" redirects, room "closed" is refused, and a
+/// token "resume:<id>" resumes participant <id> as "Again".
+struct TestGate;
+
+#[async_trait::async_trait]
+impl JoinGate for TestGate {
+    async fn admit(&self, room: &RoomName, _site: Option<&str>, _resuming: bool) -> Admission {
+        match room.as_str() {
+            "elsewhere" => Admission::Redirect {
+                url: "ws://other/ws".into(),
+            },
+            "closed" => Admission::Refused {
+                code: ErrorCode::Unavailable,
+                message: "no".into(),
+            },
+            _ => Admission::Here,
+        }
+    }
+
+    fn issue_resume(&self, _room: &RoomName, participant: &ParticipantId, _name: &str) -> String {
+        format!("resume:{participant}")
+    }
+
+    fn verify_resume(&self, _room: &RoomName, token: &str) -> Result<ResumeClaim, String> {
+        token
+            .strip_prefix("resume:")
+            .map(|id| ResumeClaim {
+                participant: ParticipantId(id.into()),
+                name: "Again".into(),
+            })
+            .ok_or_else(|| "bad token".to_string())
+    }
+
+    fn alternates(&self) -> Vec<String> {
+        vec!["ws://alt/ws".into()]
+    }
+}
+
 impl Client {
     async fn start(id: &str, engine: &EngineHandle, rooms: &Arc<RoomDirectory>) -> Self {
         let (tx, output) = unbounded_channel();
@@ -33,6 +72,7 @@ impl Client {
             engine: engine.clone(),
             rooms: rooms.clone(),
             output: tx,
+            gate: Arc::new(TestGate),
         };
         let (actor, _) = Actor::spawn(None, ParticipantActor, args).await.unwrap();
         Client { actor, output }
@@ -230,4 +270,117 @@ async fn a_published_track_is_offered_to_the_other_participant() {
         panic!("expected the publish session to be closed")
     };
     assert_eq!(session, 1);
+}
+
+#[tokio::test]
+async fn joins_are_redirected_or_refused_as_the_gate_says() {
+    let (engine, _commands) = EngineHandle::new();
+    let rooms = RoomDirectory::new();
+    let mut ada = Client::start("pada", &engine, &rooms).await;
+    ada.say(r#"{"type":"join","room":"closed","name":"Ada"}"#);
+    assert!(matches!(
+        ada.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::Unavailable,
+            fatal: false,
+            ..
+        }
+    ));
+    assert!(rooms.list().is_empty(), "a refused join opens no room");
+    ada.say(r#"{"type":"join","room":"elsewhere","name":"Ada"}"#);
+    assert_eq!(
+        ada.next().await,
+        ServerMessage::Redirect {
+            url: "ws://other/ws".into()
+        }
+    );
+    match timeout(WAIT, ada.output.recv()).await {
+        Ok(Some(ParticipantOutput::Close { .. })) => {}
+        other => panic!("expected the socket to be closed after a redirect, got {other:?}"),
+    }
+    let mut eve = Client::start("peve", &engine, &rooms).await;
+    eve.say(r#"{"type":"join","room":"r1","name":"Eve","resume":"forged"}"#);
+    assert!(matches!(
+        eve.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::ResumeRejected,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_resumed_participant_takes_over_its_old_session_without_leaving() {
+    let (engine, _commands) = EngineHandle::new();
+    let rooms = RoomDirectory::new();
+    let mut ada = Client::start("pada", &engine, &rooms).await;
+    ada.say(r#"{"type":"join","room":"r1","name":"Ada"}"#);
+    let ServerMessage::Joined {
+        resume_token,
+        alternates,
+        ..
+    } = ada.next().await
+    else {
+        panic!("expected joined")
+    };
+    assert_eq!(resume_token, "resume:pada");
+    assert_eq!(alternates, vec!["ws://alt/ws".to_string()]);
+
+    let mut bob = Client::start("pbob", &engine, &rooms).await;
+    bob.say(r#"{"type":"join","room":"r1","name":"Bob"}"#);
+    bob.until(|m| matches!(m, ServerMessage::Joined { .. }).then_some(()))
+        .await;
+    ada.until(|m| matches!(m, ServerMessage::ParticipantJoined { .. }).then_some(()))
+        .await;
+
+    // Bob comes back in a new session (his old one still open) with his token.
+    let mut again = Client::start("pnew", &engine, &rooms).await;
+    again.say(r#"{"type":"join","room":"r1","name":"x","resume":"resume:pbob"}"#);
+    let ServerMessage::Joined {
+        participant,
+        participants,
+        ..
+    } = again.next().await
+    else {
+        panic!("expected joined")
+    };
+    assert_eq!(participant, ParticipantId("pbob".into()));
+    assert_eq!(
+        participants.len(),
+        1,
+        "the snapshot lists Ada, not Bob's old self"
+    );
+    // The old session is told and closed; its leave does not remove the new one.
+    bob.until(|m| {
+        matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Unavailable,
+                fatal: true,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    ada.say(r#"{"type":"chat","text":"still there?"}"#);
+    let text = again
+        .until(|m| match m {
+            ServerMessage::Chat { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(text, "still there?");
+    // Ada saw neither a leave nor a second join of Bob.
+    ada.say(r#"{"type":"chat","text":"marker"}"#);
+    loop {
+        match ada.next().await {
+            ServerMessage::ParticipantLeft { .. } | ServerMessage::ParticipantJoined { .. } => {
+                panic!("a resume must not look like a leave and a join")
+            }
+            ServerMessage::Chat { text, .. } if text == "marker" => break,
+            _ => {}
+        }
+    }
+    assert_eq!(rooms.list()[0].1.members, 2);
 }

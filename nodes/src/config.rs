@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,12 +20,72 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up; boxing the node's arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run one node (in-memory control plane unless configured otherwise).
     Node(NodeArgs),
     /// Create a cluster CA (or reuse the one in --out) and a certificate per node id, for the
     /// relay's mutual TLS. For development and tests; production meshes bring their own PKI.
     Certs(CertsArgs),
+    /// Ask a node to drain: it takes no new placements, moves its browser participants to other
+    /// nodes of its site and exits when empty (or after its drain deadline).
+    Drain(DrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Id of the node to drain.
+    #[arg(long)]
+    pub node: String,
+    /// etcd client URLs, to look the node up in the registry.
+    #[arg(long, env = "KASKADE_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the mesh in etcd.
+    #[arg(long, env = "KASKADE_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+    /// The node's HTTP URL, instead of looking it up in etcd.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bearer token of the admin endpoints (the node's --admin-token).
+    #[arg(long, env = "KASKADE_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+}
+
+/// Where a mesh keeps its keys in etcd unless told otherwise.
+pub const DEFAULT_ETCD_PREFIX: &str = "/kaskade/";
+
+/// The distance between two sites, for placement's nearest-site fallback: `A:B=N` (symmetric).
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteDistance {
+    pub a: String,
+    pub b: String,
+    pub distance: u32,
+}
+
+impl std::str::FromStr for SiteDistance {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (pair, distance) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected SITE:SITE=N, got {s:?}"))?;
+        let (a, b) = pair
+            .split_once(':')
+            .ok_or_else(|| format!("expected SITE:SITE=N, got {s:?}"))?;
+        if a.is_empty() || b.is_empty() {
+            return Err(format!("empty site in {s:?}"));
+        }
+        let distance = distance
+            .parse()
+            .map_err(|e| format!("bad distance in {s:?}: {e}"))?;
+        Ok(Self {
+            a: a.into(),
+            b: b.into(),
+            distance,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -102,6 +163,33 @@ pub struct NodeArgs {
     /// Another node of the mesh: NODE_ID@SITE@ADDR (repeatable).
     #[arg(long = "peer", env = "KASKADE_PEERS", value_delimiter = ',')]
     pub peers: Vec<PeerSpec>,
+    /// etcd client URLs (comma-separated): use etcd as the control plane (registry, discovery,
+    /// placement, room state) instead of the in-memory one.
+    #[arg(long, env = "KASKADE_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of this mesh in etcd (default /kaskade/).
+    #[arg(long, env = "KASKADE_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// Registry lease TTL in milliseconds (default 3000): how long a dead node stays listed.
+    #[arg(long, env = "KASKADE_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
+    /// Distance between two sites for placement fallback: SITE:SITE=N (repeatable, symmetric).
+    #[arg(
+        long = "site-distance",
+        env = "KASKADE_SITE_DISTANCES",
+        value_delimiter = ','
+    )]
+    pub site_distances: Vec<SiteDistance>,
+    /// URL browsers use to reach this node's HTTP endpoint (default http://<--http>/).
+    #[arg(long, env = "KASKADE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Bearer token for the admin endpoints; without it they answer loopback callers only.
+    #[arg(long, env = "KASKADE_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+    /// Longest a drain waits for participants to move before the node exits, in seconds
+    /// (default 30).
+    #[arg(long, env = "KASKADE_DRAIN_DEADLINE_SECS")]
+    pub drain_deadline_secs: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +214,15 @@ struct FileConfig {
     certs: Option<PathBuf>,
     #[serde(default)]
     peers: Vec<PeerSpec>,
+    #[serde(default)]
+    etcd: Vec<String>,
+    etcd_prefix: Option<String>,
+    lease_ttl_ms: Option<u64>,
+    #[serde(default)]
+    site_distances: Vec<SiteDistance>,
+    public_url: Option<String>,
+    admin_token: Option<String>,
+    drain_deadline_secs: Option<u64>,
 }
 
 /// The resolved configuration a node runs with.
@@ -140,6 +237,24 @@ pub struct NodeConfig {
     pub relay: SocketAddr,
     pub certs: Option<PathBuf>,
     pub peers: Vec<PeerSpec>,
+    /// etcd endpoints; empty means the in-memory control plane.
+    pub etcd: Vec<String>,
+    pub etcd_prefix: String,
+    pub lease_ttl: Duration,
+    pub site_distances: Vec<SiteDistance>,
+    pub public_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub drain_deadline: Duration,
+}
+
+impl NodeConfig {
+    /// The configured distance between two sites (either order).
+    pub fn site_distance(&self, a: &str, b: &str) -> Option<u32> {
+        self.site_distances
+            .iter()
+            .find(|d| (d.a == a && d.b == b) || (d.a == b && d.b == a))
+            .map(|d| d.distance)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +312,33 @@ impl NodeArgs {
             } else {
                 self.peers
             },
+            etcd: if self.etcd.is_empty() {
+                file.etcd
+            } else {
+                self.etcd
+            },
+            etcd_prefix: self
+                .etcd_prefix
+                .or(file.etcd_prefix)
+                .unwrap_or_else(|| DEFAULT_ETCD_PREFIX.into()),
+            lease_ttl: Duration::from_millis(
+                self.lease_ttl_ms
+                    .or(file.lease_ttl_ms)
+                    .unwrap_or(3000)
+                    .max(1000),
+            ),
+            site_distances: if self.site_distances.is_empty() {
+                file.site_distances
+            } else {
+                self.site_distances
+            },
+            public_url: self.public_url.or(file.public_url),
+            admin_token: self.admin_token.or(file.admin_token),
+            drain_deadline: Duration::from_secs(
+                self.drain_deadline_secs
+                    .or(file.drain_deadline_secs)
+                    .unwrap_or(30),
+            ),
         })
     }
 }

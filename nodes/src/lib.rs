@@ -2,6 +2,7 @@
 //! together. `main.rs` and the end-to-end test binary both call [`run_cli`].
 
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod http;
@@ -11,6 +12,10 @@ pub mod relay;
 use anyhow::Context;
 use clap::Parser;
 use config::{Cli, Command, LogFormat, NodeConfig};
+use kaskade_control::any::AnyControlPlane;
+use kaskade_control::etcd::{EtcdControlPlane, EtcdOptions};
+use kaskade_control::memory::MemoryControlPlane;
+use kaskade_control::{ControlPlane, NodeLoad, NodeRecord};
 use std::sync::Arc;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -45,7 +50,45 @@ pub fn run_cli() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Drain(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(drain_command(args))
+        }
     }
+}
+
+/// `kaskade drain`: finds the node (in etcd, or by --url) and asks its admin endpoint to drain.
+async fn drain_command(args: config::DrainArgs) -> anyhow::Result<()> {
+    let url = match &args.url {
+        Some(url) => url.clone(),
+        None => {
+            if args.etcd.is_empty() {
+                anyhow::bail!("give --etcd (to look the node up) or --url (the node's HTTP URL)");
+            }
+            let etcd = EtcdControlPlane::connect(EtcdOptions {
+                endpoints: args.etcd.clone(),
+                prefix: args.etcd_prefix.clone(),
+                request_timeout: std::time::Duration::from_secs(3),
+            })
+            .await
+            .context("connecting to etcd")?;
+            let nodes = etcd.live_nodes().await.context("reading the registry")?;
+            let node = nodes
+                .into_iter()
+                .find(|n| n.id == args.node)
+                .with_context(|| format!("node {} is not in the registry", args.node))?;
+            if node.http_url.is_empty() {
+                anyhow::bail!("node {} has no HTTP endpoint in the registry", args.node);
+            }
+            node.http_url
+        }
+    };
+    let status = http::admin::request_drain(&url, &args.node, args.admin_token.as_deref()).await?;
+    println!("node {}: {status}", args.node);
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -59,25 +102,49 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// How long open connections get to finish after Ctrl-C or SIGTERM.
+/// How long open connections get to finish after the node decided to stop.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Runs one node until Ctrl-C or SIGTERM.
-pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
-    use kaskade_control::memory::MemoryControlPlane;
-    let metrics = metrics::Metrics::new();
-    let control = Arc::new(MemoryControlPlane::default());
-    for peer in &config.peers {
-        control.add_static_node(kaskade_control::NodeRecord {
-            id: peer.id.clone(),
-            site: peer.site.clone(),
-            http_url: String::new(),
-            media_addr: String::new(),
-            relay_addr: peer.addr.to_string(),
-            sessions: 0,
-            draining: false,
-        });
+/// Builds the control plane the configuration asks for.
+async fn control_plane(config: &NodeConfig) -> anyhow::Result<AnyControlPlane> {
+    if config.etcd.is_empty() {
+        let memory = MemoryControlPlane::default();
+        for peer in &config.peers {
+            memory.add_static_node(static_peer_record(peer));
+        }
+        return Ok(AnyControlPlane::Memory(memory));
     }
+    let options = EtcdOptions {
+        endpoints: config.etcd.clone(),
+        prefix: config.etcd_prefix.clone(),
+        request_timeout: std::time::Duration::from_secs(2),
+    };
+    let etcd = EtcdControlPlane::connect(options)
+        .await
+        .with_context(|| format!("connecting to etcd at {}", config.etcd.join(",")))?;
+    Ok(AnyControlPlane::Etcd(etcd))
+}
+
+fn static_peer_record(peer: &config::PeerSpec) -> NodeRecord {
+    NodeRecord {
+        id: peer.id.clone(),
+        site: peer.site.clone(),
+        http_url: String::new(),
+        media_addr: String::new(),
+        relay_addr: peer.addr.to_string(),
+        load: NodeLoad::default(),
+        draining: false,
+    }
+}
+
+/// Runs one node until it is stopped (Ctrl-C twice, or SIGTERM / drain once the drain is done).
+pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
+    let metrics = metrics::Metrics::new();
+    let control = Arc::new(control_plane(&config).await?);
+    let mesh_secret = control
+        .mesh_secret()
+        .await
+        .context("reading the mesh's shared secret from the control plane")?;
     let identity = match &config.certs {
         Some(dir) => Some(
             relay::tls::MeshIdentity::load(
@@ -89,8 +156,10 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("loading the relay certificates from {}", dir.display()))?,
         ),
         None => {
-            if !config.peers.is_empty() {
-                anyhow::bail!("--peer needs --certs: relay links are mutually authenticated");
+            if !config.peers.is_empty() || !config.etcd.is_empty() {
+                anyhow::bail!(
+                    "--peer and --etcd need --certs: relay links are mutually authenticated"
+                );
             }
             None
         }
@@ -131,22 +200,48 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("starting the relay on {}", config.relay))?,
         );
     }
-    let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics)
-        .with_relay(relay_handle);
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
-    spawn_registration(
-        &config,
-        control,
-        http_addr,
-        media_addr,
-        relay_addr,
-        state.engine.clone(),
+    let record = NodeRecord {
+        id: config.node_id.clone(),
+        site: config.site.clone(),
+        http_url: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http_addr}/")),
+        media_addr: media_addr.to_string(),
+        relay_addr: relay_addr.map(|r| r.to_string()).unwrap_or_default(),
+        load: NodeLoad::default(),
+        draining: false,
+    };
+    let cluster = cluster::Cluster::new(
+        control.clone(),
+        record,
+        rooms.clone(),
+        config.site_distances.clone(),
+        &mesh_secret,
+    );
+    cluster::registration::start(
+        cluster.clone(),
+        cluster::load::LoadSampler::new(engine.clone(), rooms.clone(), metrics.clone()),
+        cluster::room_shares::RoomSharePublisher::default(),
+        config.lease_ttl,
     )
-    .await?;
-    info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, relay = ?relay_addr, "node started");
+    .await;
+    let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
+    let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics)
+        .with_relay(relay_handle)
+        .with_cluster(
+            cluster.clone(),
+            http::AdminSettings {
+                token: config.admin_token.clone(),
+                drain_deadline: config.drain_deadline,
+                drained: drained_tx.clone(),
+            },
+        );
+    info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, relay = ?relay_addr, control = control.kind(), "node started");
     if let Some(relay) = relay_addr {
         println!("Kaskade node {} relay on {}", config.node_id, relay);
     }
@@ -155,78 +250,69 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         config.node_id, http_addr, media_addr
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        http::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;
     });
     let mut server = std::pin::pin!(server.into_future());
+    let mut signals = ShutdownSignals::new();
     tokio::select! {
         result = &mut server => result.context("HTTP server")?,
-        _ = shutdown_signal() => {
-            info!(node = %config.node_id, "stopping");
-            let _ = stop_tx.send(true);
-            // Open WebSockets would hold a graceful shutdown forever: give them a moment.
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
-                info!(node = %config.node_id, "connections still open after the grace period; closing");
+        _ = async {
+            // The first SIGTERM or Ctrl-C drains; a second one stops at once.
+            signals.next().await;
+            info!(node = %config.node_id, "stop requested: draining first (signal again to stop now)");
+            cluster::drain::start(cluster.clone(), state.engine.clone(), config.drain_deadline, drained_tx.clone());
+            tokio::select! {
+                _ = signals.next() => {}
+                _ = drained_rx.wait_for(|d| *d) => {}
             }
-        }
+        } => {}
+        _ = async {
+            let mut rx = drained_tx.subscribe();
+            let _ = rx.wait_for(|d| *d).await;
+        } => {}
+    }
+    info!(node = %config.node_id, "stopping");
+    let _ = stop_tx.send(true);
+    // Open WebSockets would hold a graceful shutdown forever: give them a moment.
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+        .await
+        .is_err()
+    {
+        info!(node = %config.node_id, "connections still open after the grace period; closing");
     }
     info!(node = %config.node_id, "node stopped");
     Ok(())
 }
 
-/// Registers this node with the control plane (in memory for a single node) and keeps its lease
-/// alive with its current load.
-async fn spawn_registration(
-    config: &NodeConfig,
-    control: Arc<kaskade_control::memory::MemoryControlPlane>,
-    http: std::net::SocketAddr,
-    media: std::net::SocketAddr,
-    relay: Option<std::net::SocketAddr>,
-    engine: edge::EngineHandle,
-) -> anyhow::Result<()> {
-    use kaskade_control::{ControlPlane, NodeRecord};
-    const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(3);
-    let mut record = NodeRecord {
-        id: config.node_id.clone(),
-        site: config.site.clone(),
-        http_url: format!("http://{http}/"),
-        media_addr: media.to_string(),
-        relay_addr: relay.map(|r| r.to_string()).unwrap_or_default(),
-        sessions: 0,
-        draining: false,
-    };
-    let lease = control.register_node(record.clone(), LEASE_TTL).await?;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LEASE_TTL / 3);
-        loop {
-            tick.tick().await;
-            record.sessions = engine.stats().await.sessions as u64;
-            if let Err(e) = control.keep_alive(&lease, record.clone()).await {
-                tracing::warn!(node = %record.id, error = %e, "lease keep-alive failed");
-            }
-        }
-    });
-    Ok(())
+/// SIGTERM and Ctrl-C, as a stream of "stop" requests.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+impl ShutdownSignals {
+    fn new() -> Self {
+        Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -101,6 +101,13 @@ pub enum ClientMessage {
         name: String,
         #[serde(default = "default_true")]
         auto_subscribe: bool,
+        /// The `resume_token` of an earlier session: come back as the same participant (after the
+        /// node died, or when a node asked to `reconnect`).
+        #[serde(default)]
+        resume: Option<String>,
+        /// The site the client wants to be served from; default: the site of the node it asks.
+        #[serde(default)]
+        site: Option<String>,
     },
     /// Offer for the publish connection. `sources` maps the offer's m-line `mid`s to what each
     /// track carries, so other participants can tell the camera from the screen.
@@ -148,6 +155,23 @@ pub enum ServerMessage {
         room: RoomName,
         participants: Vec<ParticipantInfo>,
         tracks: Vec<TrackInfo>,
+        /// Send as `resume` in a later `join` to come back as this participant.
+        #[serde(default)]
+        resume_token: String,
+        /// WebSocket URLs of other nodes to try, in order, if this one goes away.
+        #[serde(default)]
+        alternates: Vec<String>,
+    },
+    /// Reply to `join`: this room's participants of your site are served by another node; open
+    /// a WebSocket to `url` and send the same `join` there. The node closes this socket.
+    Redirect {
+        url: String,
+    },
+    /// The node is going away (maintenance drain): open a WebSocket to `url` and `join` again
+    /// with your `resume_token`; republish your tracks there. Then close this socket.
+    Reconnect {
+        url: String,
+        reason: String,
     },
     /// Answer for the publish connection, and the tracks the offer published (by `mid`).
     PublishAnswer {
@@ -212,6 +236,11 @@ pub enum ErrorCode {
     BinaryNotSupported,
     /// The node failed; the message may be retried.
     Internal,
+    /// The mesh cannot take this request now (control plane unreachable, node draining, no
+    /// node for the room); existing sessions are unaffected. Retry later.
+    Unavailable,
+    /// The `resume` token was not valid for this room (expired, forged); join without it.
+    ResumeRejected,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].
@@ -282,7 +311,18 @@ impl ClientMessage {
 
     fn check_limits(&self) -> Result<(), String> {
         match self {
-            ClientMessage::Join { name, .. } => {
+            ClientMessage::Join {
+                name, resume, site, ..
+            } => {
+                if resume.as_ref().is_some_and(|r| r.len() > 4096) {
+                    return Err("resume token is longer than 4096 bytes".into());
+                }
+                if site
+                    .as_ref()
+                    .is_some_and(|s| s.is_empty() || s.len() > 64 || s.contains('/'))
+                {
+                    return Err("site must be 1-64 characters without '/'".into());
+                }
                 let name = name.trim();
                 if name.is_empty() {
                     return Err("display name is empty".into());
@@ -343,7 +383,9 @@ mod tests {
             ClientMessage::Join {
                 room: RoomName::parse("r1").unwrap(),
                 name: "Ada".into(),
-                auto_subscribe: true
+                auto_subscribe: true,
+                resume: None,
+                site: None,
             }
         );
     }

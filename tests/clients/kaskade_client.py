@@ -210,6 +210,9 @@ class TrackCounter:
     # Frames counted once the track has run for STEADY_AFTER s, to leave start-up bursts out.
     steady_at: Optional[float] = None
     steady_base: int = 0
+    # Longest time between two consecutive decoded frames (a stall: failover, loss), in seconds.
+    max_gap: float = 0.0
+    max_gap_ended_at: Optional[float] = None
 
     def fps(self, until: Optional[float] = None) -> float:
         """Frames after the first one divided by the time from the first frame to `until` (default:
@@ -256,6 +259,9 @@ class Receiver:
             counter.frames += 1
             if counter.first_at is None:
                 counter.first_at = now
+            elif counter.last_at is not None and now - counter.last_at > counter.max_gap:
+                counter.max_gap = now - counter.last_at
+                counter.max_gap_ended_at = now
             counter.last_at = now
             if counter.steady_at is None and now >= counter.first_at + STEADY_AFTER:
                 counter.steady_at = now
@@ -308,12 +314,24 @@ def _http_blocking(method: str, url: str, body: Optional[bytes], content_type: O
                             e.read().decode("utf-8", "replace"))
 
 
+MAX_REDIRECTS = 3
+
+
 async def http(method: str, url: str, body: Optional[bytes] = None,
                content_type: Optional[str] = None, timeout: float = 15.0) -> HttpResponse:
     """One HTTP request without blocking the event loop; HTTP error statuses are returned, not
-    raised (connection errors are raised)."""
-    return await asyncio.get_running_loop().run_in_executor(
-        None, _http_blocking, method, url, body, content_type, timeout)
+    raised (connection errors are raised). 307/308 redirects (WHIP/WHEP placement) are followed
+    with the same method and body, as the WHIP spec asks; urllib refuses to for POST. The final
+    URL is in the response's `url` header entry (`x-final-url`)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = await asyncio.get_running_loop().run_in_executor(
+            None, _http_blocking, method, url, body, content_type, timeout)
+        if resp.status in (307, 308) and resp.headers.get("location"):
+            url = resolve(url, resp.headers["location"])
+            continue
+        resp.headers["x-final-url"] = url
+        return resp
+    return resp
 
 
 def resolve(base_url: str, location: str) -> str:

@@ -12,7 +12,8 @@ stdout: {"event":"first_frame","after_s":x} when the first video frame is decode
 window starts), then one final JSON line (exit code 0 even when nothing was decoded; the caller
 asserts):
   {"event":"result","video_frames":n,"video_fps":x,"video_fps_steady":x,"audio_frames":n,
-   "width":w,"height":h,
+   "width":w,"height":h,"max_video_gap_ms":n (longest stall between two decoded video frames),
+   "served_by":"the WHEP URL after placement redirects",
    "location":"...","connection_state":"...","first_frame_after_s":x|null,"delete_status":s}
 or, when the session could not be set up (exit code 2):
   {"event":"error","stage":"post|connect","status":s,"reason":"..."}
@@ -43,7 +44,8 @@ async def run(args) -> int:
         if resp.status != 201:
             kc.emit("error", stage="post", status=resp.status, reason=resp.body[:500])
             return 2
-        location = kc.resolve(args.url, resp.headers.get("location", ""))
+        location = kc.resolve(resp.headers.get("x-final-url", args.url),
+                              resp.headers.get("location", ""))
         await pc.setRemoteDescription(kc.RTCSessionDescription(resp.body, "answer"))
         started = time.monotonic()
         await kc.wait_connected(pc, args.connect_timeout)
@@ -70,8 +72,10 @@ async def run(args) -> int:
     if args.progress:
         async def report():
             while True:
-                kc.emit("frames", video=rx.total("video"), audio=rx.total("audio"))
-                await asyncio.sleep(0.5)
+                v = rx.first("video")
+                kc.emit("frames", video=rx.total("video"), audio=rx.total("audio"),
+                        max_video_gap_ms=round(v.max_gap * 1000) if v else 0)
+                await asyncio.sleep(args.progress_interval)
         progress = asyncio.ensure_future(report())
     if not stop.is_set():
         await kc.wait_stop_or_timeout(stop, args.seconds)
@@ -90,6 +94,8 @@ async def run(args) -> int:
         location=location,
         connection_state=pc.connectionState,
         first_frame_after_s=round(first_after, 3) if first_after is not None else None,
+        max_video_gap_ms=round(video.max_gap * 1000) if video else 0,
+        served_by=resp.headers.get("x-final-url", args.url),
     )
     await rx.stop()
     delete_status = None
@@ -112,7 +118,8 @@ def main() -> int:
     p.add_argument("--connect-timeout", type=float, default=15.0)
     p.add_argument("--first-frame-timeout", type=float, default=10.0)
     p.add_argument("--progress", action="store_true",
-                   help="print a frames event with the running totals every 0.5 s")
+                   help="print a frames event with the running totals every --progress-interval s")
+    p.add_argument("--progress-interval", type=float, default=0.5)
     return asyncio.run(run(p.parse_args()))
 
 

@@ -54,7 +54,7 @@ async def run(args) -> int:
         if "location" not in resp.headers:
             kc.emit("error", stage="post", status=resp.status, reason="no Location header")
             return 2
-        location = kc.resolve(args.url, resp.headers["location"])
+        location = kc.resolve(resp.headers.get("x-final-url", args.url), resp.headers["location"])
         publisher = resp.headers.get("x-kaskade-publisher", "")
         await pc.setRemoteDescription(kc.RTCSessionDescription(resp.body, "answer"))
         await kc.wait_connected(pc, args.connect_timeout)

@@ -8,6 +8,8 @@
 
 pub mod browser;
 pub mod clients;
+pub mod control_suite;
+pub mod etcd;
 pub mod http;
 pub mod mesh;
 pub mod metrics;

@@ -96,6 +96,33 @@ pub fn start_node(
     certs: &Path,
     peer_args: &[String],
 ) -> anyhow::Result<NodeProcess> {
+    start_node_with(netns, bin, spec, certs, peer_args, &[])
+}
+
+/// Starts one node of a mesh that meets through etcd at `etcd_url` (no static peers), with
+/// `extra` flags.
+pub fn start_etcd_node(
+    netns: Option<&NetNs>,
+    bin: &Path,
+    spec: &MeshNodeSpec,
+    certs: &Path,
+    etcd_url: &str,
+    extra: &[&str],
+) -> anyhow::Result<NodeProcess> {
+    let mut args: Vec<String> = vec!["--etcd".into(), etcd_url.into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    start_node_with(netns, bin, spec, certs, &[], &args)
+}
+
+/// [`start_node`] with extra flags.
+pub fn start_node_with(
+    netns: Option<&NetNs>,
+    bin: &Path,
+    spec: &MeshNodeSpec,
+    certs: &Path,
+    peer_args: &[String],
+    extra_args: &[String],
+) -> anyhow::Result<NodeProcess> {
     let relay = spec.relay_addr();
     let certs = certs.display().to_string();
     let mut extra: Vec<&str> = vec![
@@ -112,6 +139,7 @@ pub fn start_node(
         extra.push("--peer");
         extra.push(p);
     }
+    extra.extend(extra_args.iter().map(String::as_str));
     let http = format!("{}:0", spec.ip);
     NodeProcess::start_with_http(netns, bin, &http, &extra)
 }

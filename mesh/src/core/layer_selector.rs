@@ -77,6 +77,12 @@ impl SimulcastLayerSelector {
             .filter(|&target| self.current != Some(target))
     }
 
+    /// Forgets the current layer: nothing is forwarded until the next keyframe of the target
+    /// (the source's stream broke and a decoder needs a fresh start).
+    pub fn restart(&mut self) {
+        self.current = None;
+    }
+
     /// The layer being forwarded, if any.
     pub fn current(&self) -> Option<u8> {
         self.current

@@ -70,6 +70,9 @@ pub struct SequenceRewriter {
     clock_rate: u32,
     /// Newest epoch last; the back is the current epoch.
     epochs: VecDeque<Epoch>,
+    /// Set by [`Self::restart_at_next_packet`]: the next packet starts an epoch even if its SSRC
+    /// is the current one.
+    restart_pending: bool,
 }
 
 impl SequenceRewriter {
@@ -78,7 +81,16 @@ impl SequenceRewriter {
         Self {
             clock_rate,
             epochs: VecDeque::with_capacity(EPOCH_HISTORY + 1),
+            restart_pending: false,
         }
+    }
+
+    /// The source's numbering broke without its SSRC changing (it now arrives over another
+    /// path — its relay node died — and what was sent in between is lost for good): the next
+    /// packet newer than the last one forwarded starts a new epoch that continues the output
+    /// numbering, so the subscriber sees no gap it would wait for or NACK in vain.
+    pub fn restart_at_next_packet(&mut self) {
+        self.restart_pending = true;
     }
 
     /// Rewrites one source packet. A `source_ssrc` different from the current source starts a new
@@ -97,10 +109,11 @@ impl SequenceRewriter {
             .epochs
             .back()
             .is_some_and(|epoch| epoch.source_ssrc == source_ssrc);
-        if !is_current {
+        if !is_current || self.restart_pending {
             if self.is_stale_packet_of_earlier_source(source_ssrc, seq, now) {
                 return None;
             }
+            self.restart_pending = false;
             self.start_epoch(source_ssrc, seq, ts, now);
         }
         let epoch = self.epochs.back_mut()?;
@@ -224,6 +237,25 @@ mod tests {
 
     fn header(seq: u16, timestamp: u32) -> Option<RewrittenHeader> {
         Some(RewrittenHeader { seq, timestamp })
+    }
+
+    #[test]
+    fn a_restart_continues_the_numbering_across_a_gap_of_the_same_source() {
+        let t0 = Instant::now();
+        let mut r = SequenceRewriter::new(VIDEO_CLOCK);
+        assert_eq!(r.rewrite(1, 100, 5000, t0), header(100, 5000));
+        assert_eq!(r.rewrite(1, 101, 8000, t0), header(101, 8000));
+        r.restart_at_next_packet();
+        // Late packets from before the break are still refused.
+        assert_eq!(r.rewrite(1, 101, 8000, t0), None);
+        // 30 packets were lost on the dead path: the output goes on at 102, not 131.
+        let t1 = t0 + Duration::from_millis(200);
+        let h = r.rewrite(1, 131, 26000, t1).unwrap();
+        assert_eq!(h.seq, 102);
+        assert!(h.timestamp > 8000, "timestamps keep advancing");
+        assert_eq!(r.rewrite(1, 132, 26000, t1).unwrap().seq, 103);
+        // NACKs of the new numbering map back to the source's.
+        assert_eq!(r.original_of(103), Some((1, 132)));
     }
 
     #[test]

@@ -505,6 +505,7 @@ impl Engine {
                             self.metrics.plis.inc();
                             let mut requests = Vec::new();
                             entry.forwarder.on_keyframe_request(key, now, &mut requests);
+                            debug!(track = %track, session = key, passed_on = requests.len(), "subscriber asked for a keyframe");
                             for r in requests {
                                 self.keyframe_requests.push((track.clone(), r));
                             }
@@ -557,6 +558,7 @@ impl Engine {
             };
             if entry.remote.is_some() {
                 if self.request_upstream_keyframe(entry, request.layer) {
+                    debug!(track = %track, layer = request.layer, "keyframe requested upstream");
                     self.metrics.keyframe_requests_sent.inc();
                 }
                 continue;

@@ -2,13 +2,14 @@
 //! `/healthz` and `/metrics`. Handlers translate HTTP into engine and room operations; they hold
 //! no media state themselves.
 
+pub mod admin;
 mod api;
 mod page;
 mod state;
 mod whip;
 mod ws;
 
-pub use state::AppState;
+pub use state::{AdminSettings, AppState};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{room}", get(api::room))
+        .route("/admin/drain", post(admin::drain))
+        .route("/admin/status", get(admin::status))
         .layer(DefaultBodyLimit::max(MAX_SIGNAL_MESSAGE_BYTES))
         .with_state(state)
 }

@@ -25,6 +25,19 @@ pub struct AppState {
     pub http_sessions: Arc<Mutex<HashMap<String, HttpSession>>>,
     /// The mesh, when this node is part of one.
     pub relay: Option<crate::relay::manager::RelayHandle>,
+    /// The node's control-plane membership (placement, resume, drain); `None` only in unit
+    /// setups without one.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    pub admin: Option<AdminSettings>,
+}
+
+/// What the admin endpoints need.
+#[derive(Clone)]
+pub struct AdminSettings {
+    pub token: Option<String>,
+    pub drain_deadline: std::time::Duration,
+    /// Set when a drain finished and the node should stop.
+    pub drained: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -41,6 +54,26 @@ impl AppState {
             metrics,
             http_sessions: Arc::default(),
             relay: None,
+            cluster: None,
+            admin: None,
+        }
+    }
+
+    pub fn with_cluster(
+        mut self,
+        cluster: Arc<crate::cluster::Cluster>,
+        admin: AdminSettings,
+    ) -> Self {
+        self.cluster = Some(cluster);
+        self.admin = Some(admin);
+        self
+    }
+
+    /// The join policy for signalling sessions.
+    pub fn gate(&self) -> Arc<dyn kaskade_mesh::admission::JoinGate> {
+        match &self.cluster {
+            Some(c) => Arc::new(crate::cluster::gate::ClusterGate(c.clone())),
+            None => Arc::new(kaskade_mesh::admission::AdmitAll),
         }
     }
 

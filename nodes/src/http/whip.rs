@@ -4,6 +4,7 @@
 
 use super::AppState;
 use super::state::{HttpSession, new_participant_id};
+use crate::cluster::gate::Placement;
 use crate::edge::{EdgeError, EdgeEvent, EngineCommand, EventSink, SessionKey, TrackDescriptor};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -80,6 +81,36 @@ fn created(state: &AppState, session: HttpSession, answer: String, publisher: bo
     response
 }
 
+/// Placement for a WHIP/WHEP request: `None` to serve it here, else the finished response — a
+/// `307 Temporary Redirect` to the node that takes the room's participants of this site (the
+/// client POSTs the same offer there), or `503` with `Retry-After` when nobody can take it.
+async fn placement(state: &AppState, room: &RoomName, path: &str) -> Option<Response> {
+    let cluster = state.cluster.as_ref()?;
+    match cluster.place(room, None, false).await {
+        Placement::Here => None,
+        Placement::Elsewhere(node) => {
+            let location = format!("{}{path}", node.http_url.trim_end_matches('/'));
+            info!(room = %room, to = %node.id, "HTTP media session redirected");
+            Some(
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    [(header::LOCATION, location)],
+                    format!("room {room} is served by node {} for this site\n", node.id),
+                )
+                    .into_response(),
+            )
+        }
+        Placement::Refused { message, .. } => Some(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                format!("{message}\n"),
+            )
+                .into_response(),
+        ),
+    }
+}
+
 /// Enters the room for an HTTP media session; if that fails the engine session is closed again.
 async fn join_room(
     state: &AppState,
@@ -117,6 +148,7 @@ fn watch_session(
         if let Some(actor) = state.rooms.get(&room) {
             let _ = actor.cast(RoomMsg::Leave {
                 participant: participant.clone(),
+                epoch: None,
             });
         }
         state.sessions().retain(|_, s| s.participant != participant);
@@ -133,6 +165,9 @@ pub async fn publish(
         Ok(v) => v,
         Err(r) => return r,
     };
+    if let Some(response) = placement(&state, &room, &format!("/whip/{room}")).await {
+        return response;
+    }
     let participant = new_participant_id();
     let (events_tx, events_rx) = EventSink::channel();
     let outcome = state
@@ -224,6 +259,18 @@ async fn subscribe(
         Ok(v) => v,
         Err(r) => return r,
     };
+    if publisher.as_ref().is_some_and(|p| {
+        p.0.is_empty() || p.0.len() > 64 || !p.0.bytes().all(|b| b.is_ascii_alphanumeric())
+    }) {
+        return text(StatusCode::BAD_REQUEST, "invalid publisher id");
+    }
+    let path = match &publisher {
+        Some(p) => format!("/whep/{room}/{p}"),
+        None => format!("/whep/{room}"),
+    };
+    if let Some(response) = placement(&state, &room, &path).await {
+        return response;
+    }
     let participant = new_participant_id();
     let info = ParticipantInfo {
         id: participant.clone(),
@@ -250,6 +297,7 @@ async fn subscribe(
         if let Some(actor) = joined {
             let _ = actor.cast(RoomMsg::Leave {
                 participant: participant.clone(),
+                epoch: None,
             });
         }
     };
@@ -309,6 +357,7 @@ pub async fn end_session(State(state): State<AppState>, Path(id): Path<String>) 
     if let Some(actor) = state.rooms.get(&session.room) {
         let _ = actor.cast(RoomMsg::Leave {
             participant: session.participant,
+            epoch: None,
         });
     }
     StatusCode::OK.into_response()

@@ -35,6 +35,7 @@ async fn run(state: AppState, mut socket: WebSocket) {
         engine: state.engine.clone(),
         rooms: state.rooms.clone(),
         output,
+        gate: state.gate(),
     };
     let participant = match Actor::spawn(None, ParticipantActor, args).await {
         Ok((actor, _)) => actor,

@@ -10,7 +10,7 @@ use super::bridge::{EngineToRelay, LinkId, LinkTx, RelayEnginePorts, RelayToEngi
 use super::link::{self, LinkEvent};
 use super::tls::MeshIdentity;
 use crate::metrics::Metrics;
-use kaskade_control::{ControlPlane, NodeRecord};
+use kaskade_control::{ControlPlane, NodeView};
 use kaskade_mesh::RoomDirectory;
 use kaskade_mesh::core::ReconnectBackoff;
 use kaskade_mesh::core::cascade_route::{
@@ -32,8 +32,9 @@ use tracing::{debug, info, warn};
 pub const LINK_GRACE: Duration = Duration::from_secs(10);
 /// How long a WHEP request waits for the mesh to describe a room.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the control plane is asked for the mesh's nodes.
-pub const PEER_REFRESH: Duration = Duration::from_secs(2);
+/// How long a subscription redirected to an unreachable node waits before it asks the origin
+/// again (the origin has not noticed that node's death yet).
+pub const REDIRECT_RETRY: Duration = Duration::from_millis(100);
 
 /// Everything the manager reacts to.
 enum Input {
@@ -46,6 +47,10 @@ enum Input {
     },
     FetchTimeout(u64),
     GraceExpired(String),
+    /// The control plane's view of the live nodes changed.
+    Nodes(NodeView),
+    /// Try a subscription again (after a redirect to a node this one has no link to).
+    Resubscribe(TrackId),
 }
 
 /// Cheap clonable handle for the rest of the node.
@@ -175,6 +180,7 @@ impl PendingRelay {
             link_tx,
             engine.media.clone(),
             ids,
+            tx.clone(),
         );
         let manager = Manager {
             node: settings.node,
@@ -192,6 +198,7 @@ impl PendingRelay {
             serving: HashMap::new(),
             fetches: HashMap::new(),
             next_fetch: 1,
+            nodes: NodeView::default(),
         };
         tokio::spawn(manager.run(self.rx));
         Ok(local)
@@ -241,8 +248,10 @@ fn spawn_acceptor(
     });
 }
 
-/// Dials every peer whose id sorts after ours (the other side dials us), reconnecting with
-/// backoff for as long as the control plane lists it.
+/// Dials every peer whose id sorts after ours (the other side dials us), as the control plane's
+/// live-node view lists them — a watch, so a node that registers is dialled at once. A dialler
+/// reconnects with backoff while its peer is listed and stops once a reachable view no longer
+/// lists it (its lease expired: it is dead or gone). The view also goes to the manager.
 #[allow(clippy::too_many_arguments)]
 fn spawn_dialers<C: ControlPlane + 'static>(
     endpoint: quinn::Endpoint,
@@ -254,20 +263,33 @@ fn spawn_dialers<C: ControlPlane + 'static>(
     events: mpsc::UnboundedSender<LinkEvent>,
     media: mpsc::Sender<super::bridge::RelayPacketIn>,
     ids: Arc<std::sync::atomic::AtomicU64>,
+    manager: mpsc::UnboundedSender<Input>,
 ) {
+    let mut view = control.watch_nodes();
     tokio::spawn(async move {
-        let mut dialing: BTreeSet<String> = BTreeSet::new();
+        // Peer id -> the relay address its dialler uses.
+        let dialing: Arc<std::sync::Mutex<HashMap<String, SocketAddr>>> = Arc::default();
         loop {
-            let nodes: Vec<NodeRecord> = control.live_nodes().await.unwrap_or_default();
-            for peer in nodes {
-                if peer.id <= node || dialing.contains(&peer.id) {
+            let current = view.borrow_and_update().clone();
+            if manager.send(Input::Nodes(current.clone())).is_err() {
+                break;
+            }
+            for peer in current.nodes.values() {
+                if peer.id <= node {
                     continue;
                 }
                 let Ok(addr) = peer.relay_addr.parse::<SocketAddr>() else {
                     continue;
                 };
-                dialing.insert(peer.id.clone());
-                let (endpoint, client, node, site, metrics, events, media, ids) = (
+                {
+                    let mut d = dialing.lock().unwrap_or_else(|e| e.into_inner());
+                    if d.get(&peer.id) == Some(&addr) {
+                        continue;
+                    }
+                    d.insert(peer.id.clone(), addr);
+                }
+                let peer_id = peer.id.clone();
+                let (endpoint, client, node, site, metrics, events, media, ids, dialing, view) = (
                     endpoint.clone(),
                     client.clone(),
                     node.clone(),
@@ -276,11 +298,13 @@ fn spawn_dialers<C: ControlPlane + 'static>(
                     events.clone(),
                     media.clone(),
                     ids.clone(),
+                    dialing.clone(),
+                    view.clone(),
                 );
                 tokio::spawn(async move {
                     let mut backoff = ReconnectBackoff::default();
                     loop {
-                        match link::dial(&endpoint, client.clone(), addr, &peer.id, &node, &site)
+                        match link::dial(&endpoint, client.clone(), addr, &peer_id, &node, &site)
                             .await
                         {
                             Ok((conn, hs)) => {
@@ -302,17 +326,35 @@ fn spawn_dialers<C: ControlPlane + 'static>(
                                 }
                             }
                             Err(e) => {
-                                debug!(peer = %peer.id, error = %e, "relay dial failed");
+                                debug!(peer = %peer_id, error = %e, "relay dial failed");
                             }
                         }
                         if events.is_closed() {
                             break;
                         }
                         tokio::time::sleep(backoff.next_delay(rand::random())).await;
+                        let (gone, moved) = {
+                            let v = view.borrow();
+                            let listed = v.nodes.get(&peer_id);
+                            (
+                                v.reachable && listed.is_none(),
+                                listed.is_some_and(|n| n.relay_addr != addr.to_string()),
+                            )
+                        };
+                        if gone || moved {
+                            info!(peer = %peer_id, gone, moved, "relay dialler stops: peer left the registry or moved");
+                            let mut d = dialing.lock().unwrap_or_else(|e| e.into_inner());
+                            if d.get(&peer_id) == Some(&addr) {
+                                d.remove(&peer_id);
+                            }
+                            break;
+                        }
                     }
                 });
             }
-            tokio::time::sleep(PEER_REFRESH).await;
+            if view.changed().await.is_err() {
+                break;
+            }
         }
     });
 }
@@ -372,6 +414,8 @@ struct Manager {
     serving: HashMap<(LinkId, u32), Serving>,
     fetches: HashMap<u64, Fetch>,
     next_fetch: u64,
+    /// The control plane's latest view of the live nodes.
+    nodes: NodeView,
 }
 
 impl Manager {
@@ -410,6 +454,8 @@ impl Manager {
                         self.forget_peer(&peer);
                     }
                 }
+                Input::Nodes(view) => self.on_nodes(view),
+                Input::Resubscribe(track) => self.subscribe(&track),
             }
         }
     }
@@ -467,14 +513,45 @@ impl Manager {
             for peers in self.interest.values_mut() {
                 peers.remove(peer);
             }
-            let tx = self.tx.clone();
-            let peer = peer.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(LINK_GRACE).await;
-                let _ = tx.send(Input::GraceExpired(peer));
-            });
+            if self.registry_says_gone(peer) {
+                self.forget_peer(peer);
+            } else {
+                let tx = self.tx.clone();
+                let peer = peer.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LINK_GRACE).await;
+                    let _ = tx.send(Input::GraceExpired(peer));
+                });
+            }
         }
         self.fetch_answered(peer, None);
+    }
+
+    /// True when a reachable control plane no longer lists `peer` (its lease expired or it
+    /// deregistered): no grace period, it is not coming back as it was.
+    fn registry_says_gone(&self, peer: &str) -> bool {
+        self.nodes.reachable && !self.nodes.nodes.contains_key(peer)
+    }
+
+    /// A new view of the live nodes: peers that left it and have no link are forgotten now
+    /// rather than after [`LINK_GRACE`] (their rooms' members and tracks go, subscriptions
+    /// through them re-route).
+    fn on_nodes(&mut self, view: NodeView) {
+        let left: Vec<String> = if view.reachable {
+            self.nodes
+                .nodes
+                .keys()
+                .filter(|id| !view.nodes.contains_key(*id) && !self.links.contains_key(*id))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.nodes = view;
+        for peer in left {
+            info!(peer = %peer, "node left the registry");
+            self.forget_peer(&peer);
+        }
     }
 
     /// `peer` answered for `room` (or, with `None`, will not answer for any room): fetches that
@@ -520,6 +597,19 @@ impl Manager {
             .collect();
         for track in gone {
             self.drop_remote_track(&track);
+        }
+    }
+
+    /// Drops the remote tracks `participant` published on nodes other than `except`.
+    fn drop_tracks_of(&mut self, participant: &ParticipantId, except: Option<&str>) {
+        let stale: Vec<TrackId> = self
+            .remote_tracks
+            .iter()
+            .filter(|(_, m)| &m.participant == participant && Some(m.origin.as_str()) != except)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            self.drop_remote_track(&id);
         }
     }
 
@@ -613,6 +703,8 @@ impl Manager {
                 self.fetch_answered(&peer, Some(&room));
             }
             RelayMessage::ParticipantJoined { room, participant } => {
+                // A participant that resumed on `peer` leaves its old node's tracks behind.
+                self.drop_tracks_of(&participant.id, Some(&peer));
                 self.rooms
                     .remote(&room, &peer, RemoteRoomEvent::Joined(participant));
             }
@@ -685,11 +777,23 @@ impl Manager {
                     self.to_engine(RelayToEngine::DetachUpstream {
                         track: track.clone(),
                     });
+                    let linked = self.links.contains_key(&via);
                     if let Some(w) = self.wanted.get_mut(&track) {
                         w.subscription = None;
-                        w.via = (via != self.node).then_some(via);
+                        w.via = (via != self.node && linked).then_some(via.clone());
                     }
-                    self.subscribe(&track);
+                    if linked || via == self.node {
+                        self.subscribe(&track);
+                    } else {
+                        // The origin still counts a node this one cannot reach (it died and the
+                        // origin has not noticed yet): ask the origin again shortly.
+                        debug!(track = %track, via = %via, "redirected to an unreachable node; retrying at the origin");
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(REDIRECT_RETRY).await;
+                            let _ = tx.send(Input::Resubscribe(track));
+                        });
+                    }
                 }
             }
             RelayMessage::SubscribeRefused { channel, reason } => {
@@ -940,6 +1044,8 @@ impl Manager {
                 }
             }
             LocalRoomEvent::Joined(info) => {
+                // Resumed here: what it published on its old node is gone.
+                self.drop_tracks_of(&info.id, None);
                 self.local
                     .entry(room.clone())
                     .or_default()

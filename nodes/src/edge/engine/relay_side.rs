@@ -132,6 +132,15 @@ impl Engine {
                 link,
                 channel,
             } => {
+                if let Some(entry) = self.tracks.get_mut(&track) {
+                    // A new upstream (first, redirected, or after a relay died): subscribers
+                    // resume without a gap from the next keyframe.
+                    let mut requests = Vec::new();
+                    entry.forwarder.restart_source(now, &mut requests);
+                    for r in requests {
+                        self.keyframe_requests.push((track.clone(), r));
+                    }
+                }
                 if let Some(remote) = self.tracks.get_mut(&track).and_then(|e| e.remote.as_mut()) {
                     if let Some((old, old_channel)) = remote.upstream.take() {
                         self.relay.upstream_channels.remove(&(old.id, old_channel));
@@ -145,6 +154,7 @@ impl Engine {
                         d.reset();
                     }
                 }
+                self.deliver(now);
             }
             RelayToEngine::DetachUpstream { track } => {
                 if let Some(remote) = self.tracks.get_mut(&track).and_then(|e| e.remote.as_mut())

@@ -1,0 +1,861 @@
+//! Owns: `EtcdControlPlane`, the mesh backend of [`ControlPlane`] on etcd v3 (`etcd-client`).
+//! Nodes register under etcd leases, so a node that stops keeping its lease alive disappears —
+//! with its room placements and room shares — without anyone cleaning up after it.
+//!
+//! Key layout, all under [`EtcdOptions::prefix`] (default [`DEFAULT_PREFIX`], `/kaskade/`):
+//!
+//! | key                              | value                  | attached to lease of      |
+//! |----------------------------------|------------------------|---------------------------|
+//! | `nodes/<node>`                   | JSON [`NodeRecord`]    | that node                 |
+//! | `rooms/<room>/placement/<site>`  | node id (UTF-8 text)   | the node placed there     |
+//! | `rooms/<room>/shares/<node>`     | JSON [`RoomShare`]     | the publishing node       |
+//!
+//! `<room>` is a validated [`RoomName`] (`[A-Za-z0-9._-]{1,64}`); node ids and sites are opaque
+//! but may not contain `/` (refused with [`ControlError::Malformed`]), so every key parses back.
+//!
+//! Every request is bounded by [`EtcdOptions::request_timeout`] and fails with
+//! [`ControlError::Unavailable`] when etcd does not answer in time. [`ControlPlane::watch_nodes`]
+//! is fed by one background task per `EtcdControlPlane` (a get of `nodes/` followed by a watch
+//! from the next revision, probed with progress requests); while etcd is unreachable the view
+//! keeps its last nodes with `reachable: false`, and the task re-syncs once etcd answers again.
+//! The task stops when the `EtcdControlPlane` is dropped.
+
+use crate::placement::{accepts_placements, choose_node};
+use crate::{ControlError, ControlPlane, Lease, NodeId, NodeRecord, NodeView, RoomShare};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchOptions,
+};
+use kaskade_proto::RoomName;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::{debug, info, warn};
+
+/// The key prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "/kaskade/";
+
+/// Pause between two attempts of the node watcher to reach etcd again.
+const WATCH_RETRY: Duration = Duration::from_millis(300);
+/// How often the node watcher asks etcd to prove its watch stream is alive.
+const WATCH_PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How many times `place_room` re-reads after losing a placement race before giving up.
+const PLACEMENT_ATTEMPTS: usize = 5;
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// Client URLs, e.g. `http://127.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Key prefix of this mesh (several meshes may share one etcd). A missing trailing `/` is
+    /// added; an empty prefix means [`DEFAULT_PREFIX`].
+    pub prefix: String,
+    /// How long one request may take before it fails with `Unavailable`.
+    pub request_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: DEFAULT_PREFIX.into(),
+            request_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why one etcd request failed (internal; mapped to [`ControlError`] at the trait boundary).
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("{what}: etcd did not answer within {limit:?}")]
+    Timeout { what: &'static str, limit: Duration },
+    #[error("{what}: {source}")]
+    Etcd {
+        what: &'static str,
+        source: etcd_client::Error,
+    },
+    #[error("{0}")]
+    Stream(String),
+}
+
+impl CallError {
+    /// Whether etcd said the lease is unknown (expired, revoked or never granted).
+    fn is_lease_not_found(&self) -> bool {
+        match self {
+            Self::Etcd { source, .. } => match source {
+                etcd_client::Error::GRpcStatus(status) => {
+                    status.message().contains("lease not found")
+                }
+                etcd_client::Error::LeaseKeepAliveError(msg) => msg.contains("lease not found"),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    fn unavailable(self) -> ControlError {
+        ControlError::Unavailable(self.to_string())
+    }
+
+    /// For a request made under `lease`: `LeaseExpired` when etcd does not know the lease.
+    fn under_lease(self, lease: u64) -> ControlError {
+        if self.is_lease_not_found() {
+            ControlError::LeaseExpired(lease)
+        } else {
+            self.unavailable()
+        }
+    }
+}
+
+/// Runs one etcd request, bounded by `limit`.
+async fn bounded<T>(
+    what: &'static str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, CallError> {
+    match timeout(limit, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(CallError::Etcd { what, source }),
+        Err(_) => Err(CallError::Timeout { what, limit }),
+    }
+}
+
+/// Builds the keys of the layout in the module docs.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        let mut prefix = if prefix.is_empty() {
+            DEFAULT_PREFIX.to_string()
+        } else {
+            prefix.to_string()
+        };
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Self { prefix }
+    }
+
+    fn nodes(&self) -> String {
+        format!("{}nodes/", self.prefix)
+    }
+
+    fn node(&self, id: &str) -> String {
+        format!("{}nodes/{id}", self.prefix)
+    }
+
+    fn placements(&self, room: &RoomName) -> String {
+        format!("{}rooms/{}/placement/", self.prefix, room.as_str())
+    }
+
+    fn placement(&self, room: &RoomName, site: &str) -> String {
+        format!("{}{site}", self.placements(room))
+    }
+
+    fn shares(&self, room: &RoomName) -> String {
+        format!("{}rooms/{}/shares/", self.prefix, room.as_str())
+    }
+
+    fn share(&self, room: &RoomName, node: &str) -> String {
+        format!("{}{node}", self.shares(room))
+    }
+
+    /// Parses a `nodes/<id>` entry; `None` (with a warning) when it is malformed.
+    fn parse_node(&self, kv: &KeyValue) -> Option<NodeRecord> {
+        let id = node_id_of(&self.nodes(), kv.key())?;
+        match serde_json::from_slice::<NodeRecord>(kv.value()) {
+            Ok(record) if record.id == id => Some(record),
+            Ok(record) => {
+                warn!(node = %id, record_id = %record.id, "ignoring node record stored under another id");
+                None
+            }
+            Err(e) => {
+                warn!(node = %id, error = %e, "ignoring malformed node record");
+                None
+            }
+        }
+    }
+}
+
+/// The `<id>` of a `nodes/<id>` key, if the key is one.
+fn node_id_of(nodes_prefix: &str, key: &[u8]) -> Option<NodeId> {
+    let key = std::str::from_utf8(key).ok()?;
+    let id = key.strip_prefix(nodes_prefix)?;
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
+}
+
+/// Refuses ids and sites that would not round-trip through the key layout.
+fn check_key_part(what: &str, value: &str) -> Result<(), ControlError> {
+    if value.is_empty() || value.contains('/') {
+        return Err(ControlError::Malformed(format!(
+            "{what} {value:?} must be non-empty and must not contain '/'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_node(node: &NodeRecord) -> Result<(), ControlError> {
+    check_key_part("node id", &node.id)?;
+    check_key_part("site", &node.site)
+}
+
+fn lease_id(lease: &Lease) -> Result<i64, ControlError> {
+    i64::try_from(lease.id).map_err(|_| ControlError::LeaseExpired(lease.id))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, ControlError> {
+    serde_json::to_vec(value).map_err(|e| ControlError::Malformed(e.to_string()))
+}
+
+/// The key-values of the `index`th (get) operation of a transaction response.
+fn txn_get(responses: &[TxnOpResponse], index: usize) -> &[KeyValue] {
+    match responses.get(index) {
+        Some(TxnOpResponse::Get(get)) => get.kvs(),
+        _ => &[],
+    }
+}
+
+pub struct EtcdControlPlane {
+    /// Boxed: the client is several KiB, and callers keep this in enums next to small backends.
+    client: Box<Client>,
+    keys: Keys,
+    request_timeout: Duration,
+    view: watch::Receiver<NodeView>,
+    watcher: JoinHandle<()>,
+    /// The record last written under each lease, so an unchanged keep-alive writes nothing.
+    written: Mutex<HashMap<u64, NodeRecord>>,
+}
+
+impl Drop for EtcdControlPlane {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl EtcdControlPlane {
+    /// Connects to etcd and starts following the node list. Fails with
+    /// [`ControlError::Unavailable`] when no endpoint is given or etcd does not answer within the
+    /// request timeout.
+    pub async fn connect(options: EtcdOptions) -> Result<Self, ControlError> {
+        if options.endpoints.is_empty() {
+            return Err(ControlError::Unavailable(
+                "no etcd endpoint configured".into(),
+            ));
+        }
+        let keys = Keys::new(&options.prefix);
+        let limit = options.request_timeout;
+        let connect_options = ConnectOptions::new().with_connect_timeout(limit);
+        let client = bounded(
+            "connect",
+            limit,
+            Client::connect(&options.endpoints, Some(connect_options)),
+        )
+        .await
+        .map_err(CallError::unavailable)?;
+        // One round trip now, so a wrong address fails at start-up rather than on first use.
+        bounded(
+            "probe",
+            limit,
+            client.kv_client().get(
+                keys.nodes(),
+                Some(GetOptions::new().with_prefix().with_limit(1)),
+            ),
+        )
+        .await
+        .map_err(CallError::unavailable)?;
+
+        let (tx, view) = watch::channel(NodeView::default());
+        let watcher = tokio::spawn(follow_nodes(client.clone(), keys.clone(), limit, tx));
+        // Built before any further await, so the watcher is aborted even if this future is
+        // dropped midway.
+        let mut cp = Self {
+            client: Box::new(client),
+            keys,
+            request_timeout: limit,
+            view,
+            watcher,
+            written: Mutex::new(HashMap::new()),
+        };
+        // Give the watcher a chance to deliver a full view before callers look at it; if it is
+        // slower than that, the view simply starts out unreachable.
+        let _ = timeout(limit, cp.view.wait_for(|v| v.reachable)).await;
+        cp.view.mark_unchanged();
+        info!(endpoints = ?options.endpoints, prefix = %cp.keys.prefix, "connected to etcd");
+        Ok(cp)
+    }
+
+    /// The key prefix in use (normalised to end with `/`).
+    pub fn prefix(&self) -> &str {
+        &self.keys.prefix
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NodeRecord>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn get(
+        &self,
+        what: &'static str,
+        key: String,
+        prefix: bool,
+    ) -> Result<Vec<KeyValue>, ControlError> {
+        let options = prefix.then(|| GetOptions::new().with_prefix());
+        let mut resp = bounded(
+            what,
+            self.request_timeout,
+            self.client.kv_client().get(key, options),
+        )
+        .await
+        .map_err(CallError::unavailable)?;
+        Ok(resp.take_kvs())
+    }
+
+    async fn txn(
+        &self,
+        what: &'static str,
+        txn: Txn,
+    ) -> Result<etcd_client::TxnResponse, CallError> {
+        bounded(what, self.request_timeout, self.client.kv_client().txn(txn)).await
+    }
+
+    /// Writes `node`'s record under `lease` unless it was registered again under another lease
+    /// since (then the lease counts as expired, as in the memory backend).
+    async fn put_record(
+        &self,
+        lease: &Lease,
+        id: i64,
+        node: &NodeRecord,
+    ) -> Result<(), ControlError> {
+        let key = self.keys.node(&node.id);
+        let value = to_json(node)?;
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, id)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(id)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = self
+            .txn("update node record", txn)
+            .await
+            .map_err(|e| e.under_lease(lease.id))?;
+        if !resp.succeeded() {
+            if let Some(current) = txn_get(&resp.op_responses(), 0).first() {
+                debug!(node = %node.id, lease = id, current_lease = current.lease(), "record belongs to another lease");
+                return Err(ControlError::LeaseExpired(lease.id));
+            }
+            // The record was deleted behind our back while the lease lives: write it again.
+            bounded(
+                "recreate node record",
+                self.request_timeout,
+                self.client
+                    .kv_client()
+                    .put(key, value, Some(PutOptions::new().with_lease(id))),
+            )
+            .await
+            .map_err(|e| e.under_lease(lease.id))?;
+        }
+        self.written().insert(lease.id, node.clone());
+        Ok(())
+    }
+}
+
+impl ControlPlane for EtcdControlPlane {
+    async fn register_node(&self, node: NodeRecord, ttl: Duration) -> Result<Lease, ControlError> {
+        check_node(&node)?;
+        let key = self.keys.node(&node.id);
+        let value = to_json(&node)?;
+        let previous = self
+            .get("read node record", key.clone(), false)
+            .await?
+            .first()
+            .map(KeyValue::lease)
+            .unwrap_or(0);
+        let secs = ttl
+            .as_secs()
+            .saturating_add(u64::from(ttl.subsec_nanos() > 0))
+            .clamp(1, i64::MAX as u64);
+        let grant = bounded(
+            "grant lease",
+            self.request_timeout,
+            self.client.lease_client().grant(secs as i64, None),
+        )
+        .await
+        .map_err(CallError::unavailable)?;
+        let id = grant.id();
+        bounded(
+            "put node record",
+            self.request_timeout,
+            self.client
+                .kv_client()
+                .put(key, value, Some(PutOptions::new().with_lease(id))),
+        )
+        .await
+        .map_err(|e| e.under_lease(id as u64))?;
+        if previous != 0 && previous != id {
+            // An earlier registration of this id (e.g. before a restart): its shares and
+            // placements describe a process that is gone, so let them go with its lease.
+            match bounded(
+                "revoke previous lease",
+                self.request_timeout,
+                self.client.lease_client().revoke(previous),
+            )
+            .await
+            {
+                Ok(_) => debug!(node = %node.id, lease = previous, "revoked previous lease"),
+                Err(e) if e.is_lease_not_found() => {}
+                Err(e) => {
+                    warn!(node = %node.id, lease = previous, error = %e, "could not revoke previous lease")
+                }
+            }
+        }
+        let lease = Lease {
+            id: id as u64,
+            ttl: Duration::from_secs(grant.ttl().max(1) as u64),
+        };
+        {
+            let mut written = self.written();
+            written.retain(|_, n| n.id != node.id);
+            written.insert(lease.id, node.clone());
+        }
+        info!(node = %node.id, site = %node.site, lease = id, ttl_secs = grant.ttl(), "registered node");
+        Ok(lease)
+    }
+
+    async fn keep_alive(&self, lease: &Lease, node: NodeRecord) -> Result<(), ControlError> {
+        check_node(&node)?;
+        let id = lease_id(lease)?;
+        let kept = bounded(
+            "keep lease alive",
+            self.request_timeout,
+            self.client.lease_client().keep_alive(id),
+        )
+        .await;
+        match kept {
+            // Dropping the keeper and its stream ends this one-shot keep-alive exchange.
+            Ok((_keeper, _stream)) => {}
+            Err(e) if e.is_lease_not_found() => {
+                self.written().remove(&lease.id);
+                info!(node = %node.id, lease = id, "lease expired");
+                return Err(ControlError::LeaseExpired(lease.id));
+            }
+            Err(e) => return Err(e.unavailable()),
+        }
+        if self.written().get(&lease.id) == Some(&node) {
+            return Ok(());
+        }
+        let result = self.put_record(lease, id, &node).await;
+        if result == Err(ControlError::LeaseExpired(lease.id)) {
+            self.written().remove(&lease.id);
+        }
+        result
+    }
+
+    async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ControlError> {
+        let kvs = self.get("list nodes", self.keys.nodes(), true).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| self.keys.parse_node(kv))
+            .collect())
+    }
+
+    fn watch_nodes(&self) -> watch::Receiver<NodeView> {
+        self.view.clone()
+    }
+
+    async fn place_room(
+        &self,
+        room: &RoomName,
+        sites: &[String],
+    ) -> Result<NodeRecord, ControlError> {
+        let Some(home) = sites.first() else {
+            return Err(ControlError::NoNodeAvailable(room.to_string()));
+        };
+        check_key_part("site", home)?;
+        let key = self.keys.placement(room, home);
+        for attempt in 0..PLACEMENT_ATTEMPTS {
+            // The placement and the nodes, read at one revision.
+            let read = Txn::new().and_then([
+                TxnOp::get(key.clone(), None),
+                TxnOp::get(self.keys.nodes(), Some(GetOptions::new().with_prefix())),
+            ]);
+            let resp = self
+                .txn("read placement", read)
+                .await
+                .map_err(CallError::unavailable)?;
+            let responses = resp.op_responses();
+            let current = txn_get(&responses, 0).first();
+            let nodes: BTreeMap<NodeId, (NodeRecord, i64)> = txn_get(&responses, 1)
+                .iter()
+                .filter_map(|kv| Some((self.keys.parse_node(kv)?, kv.lease())))
+                .map(|(record, lease)| (record.id.clone(), (record, lease)))
+                .collect();
+            if let Some((record, _)) = current
+                .and_then(|kv| kv.value_str().ok())
+                .and_then(|id| nodes.get(id))
+                .filter(|(record, _)| accepts_placements(record))
+            {
+                return Ok(record.clone());
+            }
+            let Some(pick) = choose_node(nodes.values().map(|(record, _)| record), sites) else {
+                return Err(ControlError::NoNodeAvailable(room.to_string()));
+            };
+            let (pick, node_lease) = nodes[&pick.id].clone();
+            // Write only if nobody placed the room meanwhile and the node is still registered
+            // under the lease the placement will hang on.
+            let unchanged = match current {
+                Some(kv) => Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                None => Compare::version(key.clone(), CompareOp::Equal, 0),
+            };
+            let write = Txn::new()
+                .when([
+                    unchanged,
+                    Compare::lease(self.keys.node(&pick.id), CompareOp::Equal, node_lease),
+                ])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    pick.id.clone(),
+                    Some(PutOptions::new().with_lease(node_lease)),
+                )]);
+            match self.txn("write placement", write).await {
+                Ok(resp) if resp.succeeded() => {
+                    info!(room = %room.as_str(), site = %home, node = %pick.id, "placed room");
+                    return Ok(pick);
+                }
+                Ok(_) => {
+                    debug!(room = %room.as_str(), site = %home, attempt, "placement changed meanwhile; reading again")
+                }
+                // The chosen node's lease ended between the read and the write.
+                Err(e) if e.is_lease_not_found() => {
+                    debug!(room = %room.as_str(), node = %pick.id, "chosen node's lease ended; reading again")
+                }
+                Err(e) => return Err(e.unavailable()),
+            }
+        }
+        Err(ControlError::Unavailable(format!(
+            "placement of room {} kept changing; gave up after {PLACEMENT_ATTEMPTS} attempts",
+            room.as_str()
+        )))
+    }
+
+    async fn release_room(&self, room: &RoomName, node: &str) -> Result<(), ControlError> {
+        let kvs = self
+            .get("list placements", self.keys.placements(room), true)
+            .await?;
+        for kv in kvs.iter().filter(|kv| kv.value() == node.as_bytes()) {
+            let release = Txn::new()
+                .when([Compare::value(kv.key(), CompareOp::Equal, node)])
+                .and_then([TxnOp::delete(kv.key(), None)]);
+            let resp = self
+                .txn("release placement", release)
+                .await
+                .map_err(CallError::unavailable)?;
+            if resp.succeeded() {
+                debug!(room = %room.as_str(), node = %node, key = %String::from_utf8_lossy(kv.key()), "released placement");
+            }
+        }
+        Ok(())
+    }
+
+    async fn mesh_secret(&self) -> Result<Vec<u8>, ControlError> {
+        // Create-if-absent: the first node's random secret wins; everyone reads the winner.
+        let key = format!("{}secret", self.keys.prefix);
+        let fresh: [u8; 32] = rand::random();
+        let create = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), fresh.to_vec(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = self
+            .txn("mesh secret", create)
+            .await
+            .map_err(CallError::unavailable)?;
+        if resp.succeeded() {
+            info!("created the mesh's shared secret");
+            return Ok(fresh.to_vec());
+        }
+        let stored = txn_get(resp.op_responses().as_slice(), 0)
+            .first()
+            .map(|kv| kv.value().to_vec())
+            .unwrap_or_default();
+        if stored.len() < 16 {
+            return Err(ControlError::Malformed(
+                "the mesh secret in etcd is shorter than 16 bytes".into(),
+            ));
+        }
+        Ok(stored)
+    }
+
+    async fn publish_room_share(
+        &self,
+        lease: &Lease,
+        room: &RoomName,
+        share: RoomShare,
+    ) -> Result<(), ControlError> {
+        check_key_part("node id", &share.node)?;
+        let id = lease_id(lease)?;
+        let value = to_json(&share)?;
+        bounded(
+            "publish room share",
+            self.request_timeout,
+            self.client.kv_client().put(
+                self.keys.share(room, &share.node),
+                value,
+                Some(PutOptions::new().with_lease(id)),
+            ),
+        )
+        .await
+        .map_err(|e| e.under_lease(lease.id))?;
+        debug!(room = %room.as_str(), node = %share.node, "published room share");
+        Ok(())
+    }
+
+    async fn withdraw_room_share(&self, room: &RoomName, node: &str) -> Result<(), ControlError> {
+        check_key_part("node id", node)?;
+        bounded(
+            "withdraw room share",
+            self.request_timeout,
+            self.client
+                .kv_client()
+                .delete(self.keys.share(room, node), None),
+        )
+        .await
+        .map_err(CallError::unavailable)?;
+        debug!(room = %room.as_str(), node = %node, "withdrew room share");
+        Ok(())
+    }
+
+    async fn room_shares(&self, room: &RoomName) -> Result<Vec<RoomShare>, ControlError> {
+        let prefix = self.keys.shares(room);
+        let kvs = self.get("list room shares", prefix.clone(), true).await?;
+        let mut shares: Vec<RoomShare> = kvs
+            .iter()
+            .filter_map(|kv| {
+                let node = kv.key_str().ok().and_then(|k| k.strip_prefix(&prefix)).unwrap_or_default();
+                match serde_json::from_slice::<RoomShare>(kv.value()) {
+                    Ok(share) if share.node == node => Some(share),
+                    Ok(share) => {
+                        warn!(room = %room.as_str(), node = %node, share_node = %share.node, "ignoring room share stored under another node");
+                        None
+                    }
+                    Err(e) => {
+                        warn!(room = %room.as_str(), node = %node, error = %e, "ignoring malformed room share");
+                        None
+                    }
+                }
+            })
+            .collect();
+        shares.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(shares)
+    }
+}
+
+/// The node watcher: keeps `view` equal to the `nodes/` keys, marking it unreachable (but keeping
+/// its nodes) whenever etcd cannot be followed, and re-syncing when it can again. Runs until
+/// aborted.
+async fn follow_nodes(client: Client, keys: Keys, limit: Duration, view: watch::Sender<NodeView>) {
+    loop {
+        let error = follow_nodes_once(&client, &keys, limit, &view).await;
+        let was_reachable = view.send_if_modified(|v| std::mem::replace(&mut v.reachable, false));
+        if was_reachable {
+            warn!(error = %error, "lost etcd; keeping the last known nodes until it is back");
+        } else {
+            debug!(error = %error, "etcd still unreachable");
+        }
+        sleep(WATCH_RETRY).await;
+    }
+}
+
+/// One get-then-watch session; returns why it ended.
+async fn follow_nodes_once(
+    client: &Client,
+    keys: &Keys,
+    limit: Duration,
+    view: &watch::Sender<NodeView>,
+) -> CallError {
+    let prefix = keys.nodes();
+    let listed = bounded(
+        "list nodes",
+        limit,
+        client
+            .kv_client()
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+    )
+    .await;
+    let listed = match listed {
+        Ok(listed) => listed,
+        Err(e) => return e,
+    };
+    let revision = listed.header().map(|h| h.revision()).unwrap_or(0);
+    let mut nodes: BTreeMap<NodeId, NodeRecord> = listed
+        .kvs()
+        .iter()
+        .filter_map(|kv| keys.parse_node(kv))
+        .map(|n| (n.id.clone(), n))
+        .collect();
+
+    let watch = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(revision + 1);
+    let stream = bounded(
+        "watch nodes",
+        limit,
+        client.watch_client().watch(prefix.clone(), Some(watch)),
+    )
+    .await;
+    let (mut requests, mut responses) = match stream {
+        Ok(stream) => stream.split(),
+        Err(e) => return e,
+    };
+    match bounded("watch nodes", limit, responses.message()).await {
+        Ok(Some(first)) if first.created() && !first.canceled() => {}
+        Ok(Some(first)) => {
+            return CallError::Stream(format!("node watch not created: {}", first.cancel_reason()));
+        }
+        Ok(None) => return CallError::Stream("node watch closed at creation".into()),
+        Err(e) => return e,
+    }
+
+    let count = nodes.len();
+    let came_back = view.send_if_modified(|v| {
+        let changed = v.nodes != nodes || !v.reachable;
+        v.nodes.clone_from(&nodes);
+        v.reachable = true;
+        changed
+    });
+    if came_back {
+        info!(nodes = count, revision, "following etcd node list");
+    }
+
+    // A progress request must be answered within `limit`, so a silent (half-open) connection is
+    // noticed even when no node changes.
+    let mut next_probe = Instant::now() + WATCH_PROBE_EVERY;
+    let mut probe_sent: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            message = responses.message() => {
+                probe_sent = None;
+                next_probe = Instant::now() + WATCH_PROBE_EVERY;
+                let resp = match message {
+                    Ok(Some(resp)) => resp,
+                    Ok(None) => return CallError::Stream("node watch stream ended".into()),
+                    Err(source) => return CallError::Etcd { what: "watch nodes", source },
+                };
+                if resp.canceled() {
+                    return CallError::Stream(format!(
+                        "node watch canceled (compacted at {}): {}",
+                        resp.compact_revision(),
+                        resp.cancel_reason()
+                    ));
+                }
+                if resp.events().is_empty() {
+                    continue;
+                }
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let Some(id) = node_id_of(&prefix, kv.key()) else { continue };
+                    match event.event_type() {
+                        EventType::Put => match keys.parse_node(kv) {
+                            Some(record) => {
+                                if !nodes.contains_key(&id) {
+                                    info!(node = %id, site = %record.site, "node joined");
+                                }
+                                nodes.insert(id, record);
+                            }
+                            // Unreadable now: do not route to it.
+                            None => {
+                                nodes.remove(&id);
+                            }
+                        },
+                        EventType::Delete => {
+                            if nodes.remove(&id).is_some() {
+                                info!(node = %id, "node left (lease ended or deregistered)");
+                            }
+                        }
+                    }
+                }
+                view.send_if_modified(|v| {
+                    if v.nodes == nodes {
+                        return false;
+                    }
+                    v.nodes.clone_from(&nodes);
+                    true
+                });
+            }
+            _ = sleep_until(next_probe) => {
+                match probe_sent {
+                    Some(sent) if sent.elapsed() >= limit => {
+                        return CallError::Timeout { what: "node watch progress", limit };
+                    }
+                    Some(sent) => next_probe = sent + limit,
+                    None => {
+                        if let Err(source) = requests.request_progress().await {
+                            return CallError::Etcd { what: "node watch progress", source };
+                        }
+                        let now = Instant::now();
+                        probe_sent = Some(now);
+                        next_probe = now + limit;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let keys = Keys::new("/mesh");
+        let room = RoomName::parse("class-1").unwrap();
+        assert_eq!(keys.node("n1"), "/mesh/nodes/n1");
+        assert_eq!(
+            keys.placement(&room, "eu"),
+            "/mesh/rooms/class-1/placement/eu"
+        );
+        assert_eq!(keys.share(&room, "n1"), "/mesh/rooms/class-1/shares/n1");
+        assert_eq!(Keys::new("").prefix, DEFAULT_PREFIX);
+        assert_eq!(
+            node_id_of("/mesh/nodes/", b"/mesh/nodes/n1").as_deref(),
+            Some("n1")
+        );
+        assert_eq!(node_id_of("/mesh/nodes/", b"/mesh/nodes/a/b"), None);
+        assert_eq!(node_id_of("/mesh/nodes/", b"/other/n1"), None);
+        assert_eq!(node_id_of("/mesh/nodes/", &[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn ids_with_slashes_are_refused() {
+        assert!(matches!(
+            check_key_part("node id", "a/b"),
+            Err(ControlError::Malformed(_))
+        ));
+        assert!(matches!(
+            check_key_part("node id", ""),
+            Err(ControlError::Malformed(_))
+        ));
+        assert!(check_key_part("site", "eu-west.1").is_ok());
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_when_etcd_is_not_there() {
+        // Nothing listens on the discard port of this loopback address.
+        let options = EtcdOptions {
+            endpoints: vec!["http://127.0.0.79:9".into()],
+            prefix: "/t/".into(),
+            request_timeout: Duration::from_millis(500),
+        };
+        let started = std::time::Instant::now();
+        let result = EtcdControlPlane::connect(options).await;
+        assert!(matches!(result, Err(ControlError::Unavailable(_))));
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,67 @@
+//! Admission of a signalling join: the node-side policy the `Participant` actor asks before it
+//! enters a room — whether this node takes the participant, sends it to another node (placement),
+//! or refuses it (control plane unreachable, draining) — and the resume tokens that let a client
+//! come back as the same participant on another node. The actor knows only this trait; the node
+//! implements it over its control plane.
+
+use kaskade_proto::signal::ErrorCode;
+use kaskade_proto::{ParticipantId, RoomName};
+
+/// What to do with a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Take it here.
+    Here,
+    /// Another node serves this room for the participant's site: the client goes to `url`.
+    Redirect { url: String },
+    /// Refuse it, with a reason for the client.
+    Refused { code: ErrorCode, message: String },
+}
+
+/// Who a valid resume token says the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeClaim {
+    pub participant: ParticipantId,
+    pub name: String,
+}
+
+/// The node's join policy.
+#[async_trait::async_trait]
+pub trait JoinGate: Send + Sync {
+    /// Decides where a join for `room` goes. `site` is the client's wish (default: this node's
+    /// site); `resuming` joins are not refused for being the room's first on this node when the
+    /// control plane is unreachable (the room already exists in the mesh).
+    async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission;
+
+    /// A token the client can present to resume as `participant` of `room`.
+    fn issue_resume(&self, room: &RoomName, participant: &ParticipantId, name: &str) -> String;
+
+    /// Checks a resume token for `room`.
+    fn verify_resume(&self, room: &RoomName, token: &str) -> Result<ResumeClaim, String>;
+
+    /// WebSocket URLs of other nodes a client of this node should try if it goes away.
+    fn alternates(&self) -> Vec<String>;
+}
+
+/// The single-node policy: every join is taken here; resume tokens are the participant id
+/// (a single node has nobody to resume at but itself).
+pub struct AdmitAll;
+
+#[async_trait::async_trait]
+impl JoinGate for AdmitAll {
+    async fn admit(&self, _room: &RoomName, _site: Option<&str>, _resuming: bool) -> Admission {
+        Admission::Here
+    }
+
+    fn issue_resume(&self, _room: &RoomName, _participant: &ParticipantId, _name: &str) -> String {
+        String::new()
+    }
+
+    fn verify_resume(&self, _room: &RoomName, _token: &str) -> Result<ResumeClaim, String> {
+        Err("this node does not resume sessions".into())
+    }
+
+    fn alternates(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,135 @@
+//! Where a join goes: this node, another node of the participant's site (placement), or nowhere
+//! (refused with a reason). Signalling joins get a WebSocket redirect (`redirect` message),
+//! WHIP/WHEP requests a `307 Temporary Redirect` — the entry node never proxies media or
+//! signalling. The policy:
+//!
+//! - a draining node takes nothing new: joins go to the room's placement in the site;
+//! - a node of the participant's site keeps the join while it holds at most
+//!   [`PLACEMENT_SLACK_SESSIONS`] more sessions than the site's least-loaded node;
+//! - otherwise the control plane places it (`ControlPlane::place_room`: the room's node for that
+//!   site, else the least-loaded live node of the nearest site with one);
+//! - while the control plane is unreachable, rooms already open here and resuming participants
+//!   are still taken; new rooms are refused with `unavailable`.
+
+use super::{Cluster, PLACEMENT_SLACK_SESSIONS, ws_url};
+use kaskade_control::placement::accepts_placements;
+use kaskade_control::{ControlError, ControlPlane, NodeRecord};
+use kaskade_mesh::admission::{Admission, JoinGate, ResumeClaim};
+use kaskade_proto::signal::ErrorCode;
+use kaskade_proto::{ParticipantId, RoomName};
+use std::sync::Arc;
+use tracing::{debug, warn};
+
+/// The outcome of placing one join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Here,
+    Elsewhere(NodeRecord),
+    Refused { code: ErrorCode, message: String },
+}
+
+impl Cluster {
+    /// Places a join for `room` from a participant of `site` (default: this node's site).
+    pub async fn place(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Placement {
+        let home = site.unwrap_or(&self.site).to_owned();
+        let view = self.view();
+        let draining = self.is_draining();
+        let open_here = self.rooms.get(room).is_some();
+        if !draining && home == self.site {
+            let own = view
+                .nodes
+                .get(&self.node)
+                .map(|n| n.load.sessions)
+                .unwrap_or(0);
+            let least = view
+                .nodes
+                .values()
+                .filter(|n| n.site == home && accepts_placements(n))
+                .map(|n| n.load.sessions)
+                .min()
+                .unwrap_or(own);
+            if own <= least + PLACEMENT_SLACK_SESSIONS {
+                if !view.reachable && !open_here && !resuming {
+                    return unreachable_refusal(room);
+                }
+                return Placement::Here;
+            }
+        }
+        let sites = self.sites_for(&home, &view);
+        match self.control.place_room(room, &sites).await {
+            Ok(node) if node.id == self.node => {
+                if draining {
+                    return Placement::Refused {
+                        code: ErrorCode::Unavailable,
+                        message: "this node is draining and no other node can take the room".into(),
+                    };
+                }
+                Placement::Here
+            }
+            Ok(node) if node.http_url.is_empty() => {
+                // A statically configured peer without a web endpoint: keep the join.
+                debug!(room = %room, placed = %node.id, "placement names a node without a web endpoint; keeping the join");
+                self.keep_unless_draining(room)
+            }
+            Ok(node) => Placement::Elsewhere(node),
+            Err(ControlError::NoNodeAvailable(_)) => self.keep_unless_draining(room),
+            Err(e) => {
+                warn!(room = %room, error = %e, "placement failed");
+                if !draining && (open_here || resuming) {
+                    Placement::Here
+                } else {
+                    unreachable_refusal(room)
+                }
+            }
+        }
+    }
+
+    fn keep_unless_draining(&self, room: &RoomName) -> Placement {
+        if self.is_draining() {
+            Placement::Refused {
+                code: ErrorCode::Unavailable,
+                message: format!("no node can take room {room} now (this one is draining)"),
+            }
+        } else {
+            Placement::Here
+        }
+    }
+}
+
+fn unreachable_refusal(room: &RoomName) -> Placement {
+    Placement::Refused {
+        code: ErrorCode::Unavailable,
+        message: format!(
+            "the mesh's control plane is unreachable: room {room} cannot be opened now; \
+             rooms already running continue — retry in a few seconds"
+        ),
+    }
+}
+
+/// The `JoinGate` the signalling sessions of this node use.
+pub struct ClusterGate(pub Arc<Cluster>);
+
+#[async_trait::async_trait]
+impl JoinGate for ClusterGate {
+    async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission {
+        match self.0.place(room, site, resuming).await {
+            Placement::Here => Admission::Here,
+            Placement::Elsewhere(node) => Admission::Redirect {
+                url: ws_url(&node.http_url),
+            },
+            Placement::Refused { code, message } => Admission::Refused { code, message },
+        }
+    }
+
+    fn issue_resume(&self, room: &RoomName, participant: &ParticipantId, name: &str) -> String {
+        self.0.resume.issue(room, participant, name)
+    }
+
+    fn verify_resume(&self, room: &RoomName, token: &str) -> Result<ResumeClaim, String> {
+        self.0.resume.verify(room, token)
+    }
+
+    fn alternates(&self) -> Vec<String> {
+        self.0.alternates()
+    }
+}

@@ -1,0 +1,80 @@
+//! The registration loop: registers this node under a lease, keeps the lease alive with fresh
+//! load figures every third of its TTL (at once when the draining flag changes), registers again
+//! when the lease was lost (etcd restarted or was unreachable for longer than the TTL), and
+//! republishes the node's room shares under the new lease. Control-plane errors are logged and
+//! retried; they never stop the node.
+
+use super::Cluster;
+use super::load::LoadSampler;
+use super::room_shares::RoomSharePublisher;
+use kaskade_control::{ControlError, ControlPlane};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Registers once (so the node is listed before it says it is ready; failure is logged, not
+/// fatal) and spawns the loop.
+pub async fn start(
+    cluster: Arc<Cluster>,
+    mut load: LoadSampler,
+    mut shares: RoomSharePublisher,
+    ttl: Duration,
+) {
+    let mut reachable = register(&cluster, &mut load, ttl).await;
+    tokio::spawn(async move {
+        let period = (ttl / 3).max(Duration::from_millis(200));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cluster.changed.notified() => {}
+            }
+            let ok = match cluster.lease() {
+                None => register(&cluster, &mut load, ttl).await,
+                Some(lease) => {
+                    let sample = load.sample().await;
+                    let record = cluster.update_record(|r| r.load = sample);
+                    match cluster.control.keep_alive(&lease, record).await {
+                        Ok(()) => true,
+                        Err(ControlError::LeaseExpired(id)) => {
+                            warn!(node = %cluster.node, lease = id, "registry lease lost; registering again");
+                            cluster.set_lease(None);
+                            register(&cluster, &mut load, ttl).await
+                        }
+                        Err(e) => {
+                            if reachable {
+                                warn!(node = %cluster.node, error = %e, "control plane unreachable; forwarding continues, new rooms are refused");
+                            }
+                            false
+                        }
+                    }
+                }
+            };
+            if ok && !reachable {
+                info!(node = %cluster.node, "control plane reachable again");
+            }
+            reachable = ok;
+            if ok && let Some(lease) = cluster.lease() {
+                shares.sync(&cluster, &lease).await;
+            }
+        }
+    });
+}
+
+/// One registration attempt; true on success.
+async fn register(cluster: &Cluster, load: &mut LoadSampler, ttl: Duration) -> bool {
+    let sample = load.sample().await;
+    let record = cluster.update_record(|r| r.load = sample);
+    match cluster.control.register_node(record, ttl).await {
+        Ok(lease) => {
+            info!(node = %cluster.node, site = %cluster.site, lease = lease.id, ttl_ms = ttl.as_millis() as u64, backend = cluster.control.kind(), "registered in the control plane");
+            cluster.set_lease(Some(lease));
+            true
+        }
+        Err(e) => {
+            warn!(node = %cluster.node, error = %e, "registration failed; retrying");
+            false
+        }
+    }
+}

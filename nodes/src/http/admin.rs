@@ -1,0 +1,127 @@
+//! Admin endpoints: `POST /admin/drain` starts a maintenance drain, `GET /admin/status` tells
+//! whether the node is draining and what it holds. They answer callers that present the node's
+//! `--admin-token` as a bearer token, or — when no token is configured — loopback callers only.
+//! The caller's address is checked, never logged. Also the client side `kaskade drain` uses.
+
+use super::AppState;
+use anyhow::Context;
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Empty};
+use serde_json::json;
+use std::net::SocketAddr;
+use tracing::{info, warn};
+
+fn authorized(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match state.admin.as_ref().and_then(|a| a.token.as_deref()) {
+        Some(token) => presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())),
+        None => peer.ip().is_loopback(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refused() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        "admin endpoints need the node's admin token (or a loopback caller when none is set)\n",
+    )
+        .into_response()
+}
+
+pub async fn drain(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, peer, &headers) {
+        warn!(node = %state.node_id, "admin drain refused: not authorized");
+        return refused();
+    }
+    let (Some(cluster), Some(admin)) = (&state.cluster, &state.admin) else {
+        return (StatusCode::NOT_FOUND, "this node has no control plane\n").into_response();
+    };
+    let started = crate::cluster::drain::start(
+        cluster.clone(),
+        state.engine.clone(),
+        admin.drain_deadline,
+        admin.drained.clone(),
+    );
+    info!(node = %state.node_id, started, "drain requested through the admin endpoint");
+    let status = if started {
+        "draining"
+    } else {
+        "already draining"
+    };
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "node": state.node_id, "status": status })),
+    )
+        .into_response()
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, peer, &headers) {
+        return refused();
+    }
+    let stats = state.engine.stats().await;
+    let (draining, site, control) = match &state.cluster {
+        Some(c) => (c.is_draining(), c.site.clone(), c.control.kind()),
+        None => (false, String::new(), "none"),
+    };
+    let view = state.cluster.as_ref().map(|c| c.view());
+    Json(json!({
+        "node": state.node_id,
+        "site": site,
+        "control_plane": control,
+        "control_plane_reachable": view.as_ref().is_none_or(|v| v.reachable),
+        "live_nodes": view.map(|v| v.nodes.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+        "draining": draining,
+        "sessions": stats.sessions,
+        "rooms": state.rooms.list().len(),
+    }))
+    .into_response()
+}
+
+/// Asks the node at `base_url` to drain (what `kaskade drain` does); returns its answer.
+pub async fn request_drain(
+    base_url: &str,
+    node: &str,
+    token: Option<&str>,
+) -> anyhow::Result<String> {
+    let url = format!("{}/admin/drain", base_url.trim_end_matches('/'));
+    let uri: hyper::Uri = url.parse().with_context(|| format!("bad node URL {url}"))?;
+    if uri.scheme_str() != Some("http") {
+        anyhow::bail!("kaskade drain talks plain http to the node's admin endpoint; got {url}");
+    }
+    let mut request = hyper::Request::post(uri).header(header::CONTENT_LENGTH, "0");
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Empty::<bytes::Bytes>::new())?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<bytes::Bytes>>();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(request))
+        .await
+        .with_context(|| format!("node {node} did not answer at {url}"))?
+        .with_context(|| format!("reaching node {node} at {url}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    let body = String::from_utf8_lossy(&body).trim().to_owned();
+    if !status.is_success() {
+        anyhow::bail!("node {node} refused the drain ({status}): {body}");
+    }
+    Ok(body)
+}

@@ -1,0 +1,268 @@
+//! Owns: [`EtcdProcess`], a real single-member etcd (`/usr/bin/etcd`, Debian `etcd-server`) for
+//! tests — its own temporary data directory, client and peer ports picked free on the loopback
+//! address the test gives, readiness awaited through `/health` with a deadline, stop / restart
+//! on the same data and ports (for outage tests), and a kill on drop through [`Spawned`].
+//!
+//! A process started here dies with the thread that started it (`PR_SET_PDEATHSIG`), so start
+//! and restart it from the test's own thread, not from a short-lived helper thread.
+
+use crate::mesh::TempDir;
+use crate::proc::Spawned;
+use crate::wait::poll_until;
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+/// Where Debian installs the server.
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+
+/// How long etcd may take to answer `/health` after starting.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Start attempts when a picked port was taken by someone else in the meantime.
+const START_ATTEMPTS: usize = 3;
+
+/// A running (or deliberately stopped) etcd.
+pub struct EtcdProcess {
+    ip: String,
+    client_port: u16,
+    peer_port: u16,
+    process: Option<Spawned>,
+    /// Declared after `process`, so the directory goes only once etcd is dead.
+    data: TempDir,
+}
+
+impl EtcdProcess {
+    /// Starts etcd on `ip` (a 127.0.0.x address) with free ports and a fresh data directory, and
+    /// returns once it answers. Panics with etcd's output when it does not come up.
+    pub fn start(ip: &str) -> EtcdProcess {
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let (client_port, peer_port) = free_ports(ip);
+            let mut etcd = EtcdProcess {
+                ip: ip.to_string(),
+                client_port,
+                peer_port,
+                process: None,
+                data: TempDir::new(&format!("etcd-{ip}")),
+            };
+            match etcd.launch() {
+                Ok(()) => return etcd,
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        panic!("etcd on {ip} did not start after {START_ATTEMPTS} attempts: {last_error}");
+    }
+
+    /// `http://IP:PORT`, the URL clients connect to.
+    pub fn client_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.client_port)
+    }
+
+    pub fn ip(&self) -> &str {
+        &self.ip
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|p| p.try_exit().is_none())
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period; returns once the process is gone. Keeps the
+    /// data directory and ports for [`restart`](Self::restart).
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// SIGKILL without a grace period (a crash); returns once the process is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.grace = Duration::ZERO;
+            process.kill9();
+            process.stop();
+        }
+    }
+
+    /// SIGSTOP: etcd keeps its sockets open but answers nothing (a hung server or a silent
+    /// network), until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        if let Some(process) = &self.process {
+            process.signal(libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        if let Some(process) = &self.process {
+            process.signal(libc::SIGCONT);
+        }
+    }
+
+    /// Starts etcd again on the same data directory and ports (stopping it first if it runs) and
+    /// returns once it answers. Panics when it does not come up.
+    pub fn restart(&mut self) {
+        self.stop();
+        if let Err(e) = self.launch() {
+            panic!("etcd on {} did not restart: {e}", self.ip);
+        }
+    }
+
+    /// Writes `value` at `key` through etcd's JSON gateway, bypassing any client library (to
+    /// store data a backend would never write, e.g. malformed records).
+    pub fn put_raw(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        let body = format!(
+            r#"{{"key":"{}","value":"{}"}}"#,
+            base64(key.as_bytes()),
+            base64(value)
+        );
+        let url = format!("{}/v3/kv/put", self.client_url());
+        let response = crate::http::post(&url, "application/json", body.as_bytes())?;
+        anyhow::ensure!(
+            response.status == 200,
+            "put {key} answered {}: {}",
+            response.status,
+            response.text()
+        );
+        Ok(())
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let client = self.client_url();
+        let peer = format!("http://{}:{}", self.ip, self.peer_port);
+        let mut cmd = Command::new(ETCD_BIN);
+        cmd.arg("--name")
+            .arg("default")
+            .arg("--data-dir")
+            .arg(self.data.0.join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("default={peer}"))
+            // Short raft timings: a one-member cluster elects itself sooner, and the shortest
+            // lease etcd grants drops from 2 s to 1 s, which keeps lease-expiry tests quick.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--logger", "zap", "--log-level", "warn"]);
+        let process = Spawned::spawn(&format!("etcd-{}", self.ip), cmd)?;
+        self.process = Some(process);
+        let health = format!("{client}/health");
+        let ready = poll_until(
+            &format!("etcd at {client} to be healthy"),
+            READY_TIMEOUT,
+            || {
+                if let Some(process) = self.process.as_mut()
+                    && let Some(status) = process.try_exit()
+                {
+                    // Not worth waiting for: it exited (e.g. a port was taken meanwhile).
+                    return Ok(Err(format!("etcd exited with {status}")));
+                }
+                match crate::http::get(&health) {
+                    Ok(r) if r.status == 200 && r.text().contains("true") => Ok(Ok(())),
+                    Ok(r) => Err(format!("{} {}", r.status, r.text())),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        );
+        let failure = match ready {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(exited)) => exited,
+            Err(e) => e.to_string(),
+        };
+        let diagnostics = self
+            .process
+            .as_ref()
+            .map(Spawned::diagnostics)
+            .unwrap_or_default();
+        self.stop();
+        anyhow::bail!("{failure}\n{diagnostics}")
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        // A paused etcd would sit out SIGTERM's grace period.
+        self.resume();
+        // Spawned's own drop kills it too; stopping here makes the order explicit.
+        self.stop();
+    }
+}
+
+/// Two ports nobody listens on at `ip` right now.
+fn free_ports(ip: &str) -> (u16, u16) {
+    let bind =
+        || TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("cannot bind a port on {ip}: {e}"));
+    // Both listeners live until both ports are known, so the two differ.
+    let (a, b) = (bind(), bind());
+    let port = |l: &TcpListener| {
+        l.local_addr()
+            .expect("bound listener has an address")
+            .port()
+    };
+    (port(&a), port(&b))
+}
+
+/// Standard base64 with padding (what etcd's JSON gateway expects for bytes).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard_alphabet_and_padding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"/kaskade/nodes/n1"), "L2thc2thZGUvbm9kZXMvbjE=");
+        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
+    }
+
+    #[test]
+    fn starts_answers_stops_and_restarts_on_the_same_port() {
+        let mut etcd = EtcdProcess::start("127.0.0.79");
+        let url = etcd.client_url();
+        assert!(
+            crate::http::get(&format!("{url}/health"))
+                .unwrap()
+                .text()
+                .contains("true")
+        );
+        etcd.put_raw("/probe", b"x").unwrap();
+        etcd.stop();
+        assert!(!etcd.is_running());
+        assert!(crate::http::get(&format!("{url}/health")).is_err());
+        etcd.restart();
+        assert_eq!(etcd.client_url(), url);
+        assert!(
+            crate::http::get(&format!("{url}/health"))
+                .unwrap()
+                .text()
+                .contains("true")
+        );
+    }
+}
