@@ -157,9 +157,12 @@ impl RoomState {
         }
     }
 
-    fn remote_join(&mut self, node: &str, info: ParticipantInfo) {
+    /// A member of `node`. `live` is true for a join as it happens, false for a member listed in
+    /// a state snapshot: a snapshot may be older than a resume that already moved the member
+    /// (here or to a third node), so only a live join takes a member over from elsewhere.
+    fn remote_join(&mut self, node: &str, info: ParticipantInfo, live: bool) {
         if let Some(existing) = self.members.get(&info.id) {
-            if existing.node.as_deref() == Some(node) {
+            if existing.node.as_deref() == Some(node) || !live {
                 return;
             }
             // The participant resumed on `node` (its old node died or drained): it is theirs now.
@@ -277,13 +280,13 @@ impl RoomState {
                     self.unpublish(&id);
                 }
                 for p in participants {
-                    self.remote_join(node, p);
+                    self.remote_join(node, p, false);
                 }
                 for t in tracks {
                     self.remote_publish(node, t);
                 }
             }
-            RemoteRoomEvent::Joined(info) => self.remote_join(node, info),
+            RemoteRoomEvent::Joined(info) => self.remote_join(node, info, true),
             RemoteRoomEvent::Left(id) => {
                 if self.is_from(&id, node) {
                     self.remove_member(&id);

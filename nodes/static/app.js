@@ -16,6 +16,15 @@
   const ERROR_HIDE_MS = 6000; // non-fatal error banners disappear after this long
   const ANSWER_TIMEOUT_MS = 15000; // give up waiting for a publish_answer after this long
   const UNKNOWN_TRACK_GRACE_MS = 2000; // wait this long for track_published before showing a video anyway
+  // Failover: media must be back within ~2 s of a node's death, so a node that does not accept the
+  // socket quickly is skipped at once; a node may take longer to answer `join` (placement).
+  const CONNECT_TIMEOUT_MS = 1500;
+  const JOIN_REPLY_TIMEOUT_MS = 5000;
+  const UNAVAILABLE_RETRY_MS = 2000; // retry a join the mesh refused as `unavailable` after this long
+  const MOVE_GIVE_UP_MS = 30000; // stop looking for a node to continue the call on after this long
+  const MOVE_BACKOFF_MS = [250, 500, 1000]; // pause after each full pass over the candidates (±25 %)
+  const MAX_REDIRECTS = 3; // redirects followed per join attempt (a loop guard)
+  const STALE_TILE_MS = 4000; // keep a remote video's last frame this long while its successor comes
   const CAMERA_ENCODINGS = [
     { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
     { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
@@ -88,6 +97,35 @@
     return u.toString();
   }
 
+  /** A node's WebSocket URL from the wire (`ws:`/`wss:`, or its `http:`/`https:` origin), or null. */
+  function socketUrl(v) {
+    if (!isStr(v) || !v) return null;
+    let u;
+    try {
+      u = new URL(v, window.location.href);
+    } catch (_) {
+      return null;
+    }
+    if (u.protocol === 'http:' || u.protocol === 'https:') {
+      // A node's page origin: its signalling endpoint is `/ws` below it.
+      u = new URL(`${u.pathname.replace(/\/?$/, '/')}ws`, u);
+      u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+    }
+    if (u.protocol !== 'ws:' && u.protocol !== 'wss:') return null;
+    u.hash = '';
+    return u.toString();
+  }
+
+  /** The URLs in order, each once, malformed ones left out. */
+  function uniqueUrls(list) {
+    const out = [];
+    for (const v of list) {
+      const u = socketUrl(v);
+      if (u && !out.includes(u)) out.push(u);
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------------------------------------
   // State
   // ---------------------------------------------------------------------------------------------
@@ -107,32 +145,61 @@
   }
 
   let state = emptyState();
+  let call = null; // the current call: what outlives a move from one node to another
   let sess = null; // the current session (one WebSocket + its two peer connections)
   let sessionCounter = 0;
+  let mediaGenerations = 0; // counts tracks given to tiles, see stats().mediaGeneration
   let lastState = 'idle';
+  let siteParam = null; // `?site=` of the page: the site the user wants to be served from
 
-  function newSession(wantMic, wantCam) {
+  /**
+   * One call, from Join to Leave (or a fatal error). It survives moves between nodes: the local
+   * media, the resume token and the list of other nodes belong here, not to a session.
+   */
+  function newCall(room, name, wantMic, wantCam) {
+    return {
+      room,
+      name,
+      site: siteParam,
+      wantMic,
+      wantCam,
+      media: null, // Promise<{stream, mic, cam}>, acquired once per call
+      resumeToken: '', // from the latest `joined`; sent as `resume` when moving
+      alternates: [], // other nodes' WebSocket URLs from the latest `joined`, best first
+      ended: false,
+      participantId: null, // ours, from the latest `joined` (kept across moves when resumed)
+      link: null, // the search for a node under way, see startLink()
+      reconnects: 0, // moves started (node lost or `reconnect` asked)
+      reconnectStartedAt: null, // performance.now() when the latest move started
+      firstFrameAt: null, // performance.now() of the first remote video frame after that move
+      awaitingFrame: false,
+    };
+  }
+
+  function newSession() {
     return {
       id: ++sessionCounter,
+      url: null, // the node's WebSocket URL (after redirects)
       ws: null,
+      joinTimer: null, // connect / join-reply timeout while joining
+      redirects: 0,
       publishPc: null,
       subscribePc: null,
       joined: false,
       closed: false,
       leaving: false,
-      wantMic,
-      wantCam,
-      media: null, // Promise<{stream, mic, cam}>
+      inherited: false, // local media taken over from the previous session (a move)
       local: { mic: null, cam: null, screen: null }, // {track, transceiver, muted, stream?}
       sources: new Map(), // publish transceiver -> TrackSource
       mutedSent: {}, // own track id -> last muted value sent
       pub: { busy: false, again: false, restart: false, pending: null },
       subQueue: Promise.resolve(),
-      tiles: new Map(), // track id -> {el, video, receiver, track, ...}
+      tiles: new Map(), // track id -> {el, video, receiver, track, staleUntil, ...}
       audios: new Map(), // track id -> {el, receiver, track}
       gone: new Set(), // track ids unpublished or of participants who left
       firstSeen: new Map(), // track id -> time its media arrived without directory entry
       graceTimer: null,
+      staleTimer: null,
       pendingChat: [], // own chat messages shown locally, awaiting the node's echo
     };
   }
@@ -164,6 +231,12 @@
   }
 
   function updateStatus() {
+    const moving = movingWhy();
+    if (moving) {
+      // No error banner while moving: the call goes on, the status says what is happening.
+      setStatus(moving === 'drain' ? 'Moving to another server\u2026' : 'Connection lost \u00b7 reconnecting\u2026');
+      return;
+    }
     const s = sess;
     if (!s || !s.joined || s.closed) return;
     const n = Object.keys(state.participants).length;
@@ -181,6 +254,11 @@
 
   /** Shows `text` in the error banner; non-fatal messages hide themselves after a few seconds. */
   function showError(text, fatal) {
+    if (!fatal && movingWhy()) {
+      // Hiccups of the node being left behind; the move itself reports through the status.
+      console.warn(`kaskade: (while moving) ${text}`);
+      return;
+    }
     ui.errorBanner.textContent = text;
     ui.errorBanner.hidden = false;
     ui.errorBanner.dataset.fatal = fatal ? 'true' : 'false';
@@ -220,7 +298,7 @@
   }
 
   function join() {
-    if (sess && !sess.closed) return;
+    if (call && !call.ended) return;
     const room = ui.room.value.trim();
     const name = ui.name.value.trim();
     if (!room || !name) {
@@ -234,61 +312,320 @@
     state.room = room;
     state.name = name;
 
-    const s = (sess = newSession(ui.optMic.checked, ui.optCam.checked));
+    const c = (call = newCall(room, name, ui.optMic.checked, ui.optCam.checked));
     setState('joining');
     setStatus('Connecting\u2026');
-    s.media = acquireMedia(s);
+    c.media = acquireMedia(c);
+    startLink(c, 'join', [wsUrl()]);
+  }
 
+  /** The `join` message for the call's next attempt (with `resume` once a node gave a token). */
+  function joinMessage(c) {
+    const m = { type: 'join', room: c.room, name: c.name, auto_subscribe: true };
+    if (c.resumeToken) m.resume = c.resumeToken;
+    if (c.site) m.site = c.site;
+    return m;
+  }
+
+  /** 'drain' or 'lost' while the call looks for another node, else null. */
+  function movingWhy() {
+    return call && !call.ended && call.link && call.link.kind === 'move' ? call.link.why : null;
+  }
+
+  /**
+   * Starts looking for a node that takes the call: `kind` 'join' (the first join: one URL, retried
+   * while the mesh says `unavailable`) or 'move' (after the node went away or asked us to move: the
+   * URLs in order, in passes with a growing pause, for up to MOVE_GIVE_UP_MS). Each attempt is a new
+   * session; it becomes the current one when its `joined` arrives (promote()).
+   */
+  function startLink(c, kind, urls, why) {
+    cancelLink(c);
+    c.link = {
+      kind,
+      why: why || null,
+      urls: uniqueUrls(urls),
+      next: 0, // index of the next URL to try (modulo urls.length)
+      passes: 0,
+      started: performance.now(),
+      timer: null,
+      attempt: null, // the session being connected
+    };
+    tryNextNode(c);
+  }
+
+  function cancelLink(c) {
+    const link = c.link;
+    if (!link) return;
+    c.link = null;
+    if (link.timer) clearTimeout(link.timer);
+    if (link.attempt && link.attempt !== sess) closeTransport(link.attempt);
+  }
+
+  function tryNextNode(c) {
+    const link = c.link;
+    if (!link || c.ended || call !== c) return;
+    link.timer = null;
+    if (link.urls.length === 0) link.urls = [wsUrl()];
+    const url = link.urls[link.next % link.urls.length];
+    link.next += 1;
+    const s = newSession();
+    link.attempt = s;
+    // The first join has no session to keep going meanwhile: it is the current one at once.
+    if (link.kind === 'join') sess = s;
+    openSocket(c, s, url);
+  }
+
+  /** Opens session `s`'s signalling socket to `url` and sends `join` when it is open. */
+  function openSocket(c, s, url) {
+    s.url = url;
+    clearTimeout(s.joinTimer);
     let ws;
     try {
-      ws = new WebSocket(wsUrl());
+      ws = new WebSocket(url);
     } catch (e) {
-      fail(s, `Could not open the signalling connection: ${describe(e)}`);
+      attemptFailed(c, s, { why: `Could not open the signalling connection: ${describe(e)}` });
       return;
     }
     s.ws = ws;
+    s.joinTimer = setTimeout(() => {
+      attemptFailed(c, s, { why: `Could not reach the node (no connection within ${CONNECT_TIMEOUT_MS} ms).` });
+    }, CONNECT_TIMEOUT_MS);
     ws.onopen = () => {
-      if (!live(s)) return;
-      setStatus('Joining\u2026');
-      send(s, { type: 'join', room, name, auto_subscribe: true });
+      if (s.closed || s.ws !== ws) return;
+      clearTimeout(s.joinTimer);
+      s.joinTimer = setTimeout(() => {
+        attemptFailed(c, s, { why: `The node did not answer the join within ${JOIN_REPLY_TIMEOUT_MS / 1000} s.` });
+      }, JOIN_REPLY_TIMEOUT_MS);
+      if (c.link && c.link.kind === 'join') setStatus('Joining\u2026');
+      send(s, joinMessage(c));
     };
     ws.onmessage = (ev) => {
-      if (live(s)) onMessage(s, ev.data);
+      if (s.ws === ws) onMessage(s, ev.data);
     };
     ws.onerror = () => {
       /* the close event follows and reports */
     };
-    ws.onclose = (ev) => onSocketClose(s, ev);
+    ws.onclose = (ev) => {
+      if (s.ws === ws) onSocketClose(s, ev);
+    };
+  }
+
+  /** The first answer to a `join`: `joined`, `redirect` or a refusal (`error`). */
+  function onJoinReply(s, m) {
+    const c = call;
+    if (!c || c.ended || !c.link || c.link.attempt !== s) return;
+    switch (m.type) {
+      case 'joined':
+        if (!isStr(m.participant) || !m.participant) return;
+        clearTimeout(s.joinTimer);
+        promote(c, s);
+        handled(s, m.type, onJoined(s, m));
+        return;
+      case 'redirect':
+        followRedirect(c, s, m);
+        return;
+      case 'error':
+        onJoinRefused(c, s, m);
+        return;
+      default:
+        console.debug('kaskade: ignoring a message before joined', m.type);
+    }
+  }
+
+  /** `redirect`: the room is served elsewhere; send the same join there (no error shown). */
+  function followRedirect(c, s, m) {
+    const url = socketUrl(m.url);
+    if (!url) {
+      attemptFailed(c, s, { why: 'Could not join: the node sent an invalid redirect.', refused: true });
+      return;
+    }
+    if (s.redirects >= MAX_REDIRECTS) {
+      attemptFailed(c, s, { why: `Could not join: more than ${MAX_REDIRECTS} redirects (last to ${url}).`, refused: true });
+      return;
+    }
+    s.redirects += 1;
+    console.info(`kaskade: join redirected to ${url}`);
+    const old = s.ws;
+    s.ws = null; // its close (the node closes it) is no failure
+    try {
+      old.close(1000, 'redirected');
+    } catch (_) {
+      /* already closing */
+    }
+    openSocket(c, s, url);
+  }
+
+  function onJoinRefused(c, s, m) {
+    const code = isStr(m.code) ? m.code : 'error';
+    const message = isStr(m.message) && m.message ? m.message : code;
+    console.warn(`kaskade: join refused: ${code}: ${message}`);
+    if (code === 'resume_rejected' && c.resumeToken) {
+      // The token is no good here (expired, another mesh): come back as a new participant.
+      c.resumeToken = '';
+      if (send(s, joinMessage(c))) return;
+    }
+    attemptFailed(c, s, {
+      why: `Could not join: ${message} [${code}]`,
+      unavailable: code === 'unavailable',
+      refused: true,
+    });
+  }
+
+  /** A join attempt failed: retry, try the next node, or give up, depending on the search. */
+  function attemptFailed(c, s, f) {
+    const link = c.link;
+    if (!link || link.attempt !== s || s.closed || c.ended) return;
+    closeTransport(s);
+    link.attempt = null;
+    if (link.kind === 'join') {
+      if (f.unavailable) {
+        const text = 'The conference service cannot open this room right now \u2014 retrying\u2026';
+        setStatus(text);
+        ui.joinNote.textContent = text;
+        showError(text, false);
+        link.retried = true;
+        link.next = 0;
+        link.timer = setTimeout(() => tryNextNode(c), UNAVAILABLE_RETRY_MS);
+        return;
+      }
+      endCall(f.why);
+      return;
+    }
+    console.warn(`kaskade: moving: ${s.url} failed: ${f.why}`);
+    if (performance.now() - link.started >= MOVE_GIVE_UP_MS) {
+      if (live(sess) && sess.joined) {
+        // Asked to move but nobody took us: stay where we are; its close starts a new search.
+        console.warn('kaskade: no node took the call; staying on the current one');
+        c.link = null;
+        updateStatus();
+        return;
+      }
+      endCall(`Lost the connection to the conference service and could not reconnect within ${MOVE_GIVE_UP_MS / 1000} s.`);
+      return;
+    }
+    if (link.next % link.urls.length === 0) {
+      // A full pass failed: pause a little longer each time.
+      // Jitter: the clients of a dead node should not all knock at the same moment.
+      const base = MOVE_BACKOFF_MS[Math.min(link.passes, MOVE_BACKOFF_MS.length - 1)];
+      const delay = Math.round(base * (0.75 + Math.random() * 0.5));
+      link.passes += 1;
+      link.timer = setTimeout(() => tryNextNode(c), delay);
+    } else {
+      tryNextNode(c);
+    }
+  }
+
+  /**
+   * Continues the call on another node: the node went away ('lost') or asked us to ('drain', with
+   * its `url` to try first). The alternates of the latest `joined` come next, then the page's own
+   * node. The current session keeps running meanwhile if it still can (make before break).
+   */
+  function startMove(c, why, firstUrl) {
+    c.reconnects += 1;
+    c.reconnectStartedAt = performance.now();
+    c.firstFrameAt = null;
+    c.awaitingFrame = true;
+    document.body.dataset.moving = why;
+    const urls = firstUrl ? [firstUrl] : [];
+    urls.push(...c.alternates, wsUrl());
+    startLink(c, 'move', urls, why);
+    console.info(`kaskade: moving (${why}), trying ${c.link ? c.link.urls.join(', ') : '-'}`);
+    updateStatus();
+    updateControls();
+  }
+
+  /**
+   * Makes the session whose `joined` just arrived the current one. After a move, the previous
+   * session is closed but its local tracks (with their mute state) and its remote tiles are
+   * handed over: the tracks are republished, the tiles show their last frame until replaced.
+   */
+  function promote(c, s) {
+    if (c.link && c.link.timer) clearTimeout(c.link.timer);
+    if (c.link && c.link.retried) {
+      hideError(); // the "retrying" notice is over
+      ui.joinNote.textContent = '';
+    }
+    c.link = null;
+    delete document.body.dataset.moving;
+    const old = sess;
+    sess = s;
+    if (old && old !== s) {
+      retire(old);
+      s.local = carryLocal(old.local);
+      s.inherited = true;
+      s.tiles = old.tiles;
+      old.tiles = new Map();
+      const until = performance.now() + STALE_TILE_MS;
+      for (const tile of s.tiles.values()) {
+        tile.staleUntil = until;
+        tile.receiver = null;
+      }
+    }
+    state = emptyState();
+    state.room = c.room;
+    state.name = c.name;
+  }
+
+  /** The local tracks of a session that ended, for the next one (without its transceivers). */
+  function carryLocal(local) {
+    const out = { mic: null, cam: null, screen: null };
+    for (const k of ['mic', 'cam', 'screen']) {
+      const l = local[k];
+      if (l && l.track && l.track.readyState !== 'ended') {
+        out[k] = { track: l.track, transceiver: null, muted: l.muted, stream: l.stream };
+      }
+    }
+    return out;
   }
 
   function onSocketClose(s, ev) {
-    if (!live(s)) return;
+    const c = call;
+    if (!c || c.ended || s.closed) return;
     const code = ev && ev.code;
     const reason = ev && ev.reason ? `: ${ev.reason}` : '';
-    teardown(s);
+    const tooBig = 'The node closed the connection: a message was larger than 64 KiB (1009).';
+    if (!s.joined) {
+      attemptFailed(c, s, {
+        why: code === 1009 ? tooBig : `Could not reach the node (connection closed, code ${code}${reason}).`,
+      });
+      return;
+    }
+    if (!live(s)) return;
     if (s.leaving) {
+      teardown(s);
+      stopMedia(c);
+      c.ended = true;
       setState('left');
       setStatus('You left the room.');
       return;
     }
-    let text;
     if (code === 1009) {
-      text = 'The node closed the connection: a message was larger than 64 KiB (1009).';
-    } else if (!s.joined) {
-      text = `Could not reach the node (connection closed, code ${code}${reason}).`;
-    } else {
-      text = `Disconnected from the node (code ${code}${reason}).`;
+      endCall(tooBig);
+      return;
     }
-    setState('error');
-    setStatus(text);
-    ui.joinNote.textContent = text;
-    showError(text, true);
+    // The node went away (crash, kill, network): continue on another node. The close of a
+    // killed node's socket arrives at once (the kernel resets the connection), so start now.
+    console.warn(`kaskade: lost the node ${s.url} (code ${code}${reason}); reconnecting`);
+    retire(s);
+    if (!c.link) startMove(c, 'lost', null);
   }
 
   /** Ends the session with an error shown to the user. */
   function fail(s, text) {
     if (!live(s)) return;
-    teardown(s);
+    endCall(text);
+  }
+
+  /** Ends the call for good: closes everything, stops the camera and microphone, shows `text`. */
+  function endCall(text) {
+    const c = call;
+    if (c) {
+      cancelLink(c);
+      c.ended = true;
+    }
+    if (sess) teardown(sess);
+    stopMedia(c);
+    delete document.body.dataset.moving;
     setState('error');
     setStatus(text);
     ui.joinNote.textContent = text;
@@ -296,25 +633,34 @@
   }
 
   function leave() {
+    const c = call;
+    if (!c || c.ended) return;
     const s = sess;
-    if (!live(s)) return;
-    s.leaving = true;
-    send(s, { type: 'leave' });
-    teardown(s);
+    if (live(s) && s.joined) {
+      s.leaving = true;
+      send(s, { type: 'leave' });
+    }
+    cancelLink(c);
+    c.ended = true;
+    if (s) teardown(s);
+    stopMedia(c);
+    delete document.body.dataset.moving;
     setState('left');
     setStatus('You left the room.');
   }
 
-  /** Closes everything the session owns; idempotent. */
-  function teardown(s) {
+  /** Closes the session's socket and peer connections; idempotent. Local media is kept. */
+  function closeTransport(s) {
     if (s.closed) return;
     s.closed = true;
+    clearTimeout(s.joinTimer);
     if (s.pub.pending) {
       clearTimeout(s.pub.pending.timer);
       s.pub.pending.reject(new Error('session ended'));
       s.pub.pending = null;
     }
     if (s.graceTimer) clearTimeout(s.graceTimer);
+    if (s.staleTimer) clearTimeout(s.staleTimer);
     try {
       if (s.ws && s.ws.readyState <= WebSocket.OPEN) s.ws.close(1000, 'bye');
     } catch (_) {
@@ -329,20 +675,37 @@
         }
       }
     }
-    stopLocalMedia(s);
-    if (s.media) s.media.then((m) => m.stream.getTracks().forEach((t) => t.stop())).catch(() => {});
+  }
+
+  /** Closes a session that the call moves away from: its tiles stay for the next one. */
+  function retire(s) {
+    closeTransport(s);
+    for (const t of s.tiles.values()) t.el.dataset.stale = 'true';
+    for (const a of s.audios.values()) removeAudioEl(a);
+    s.audios.clear();
+    ui.enableAudio.hidden = true;
+  }
+
+  /** Closes everything the session owns, its tiles included; idempotent. */
+  function teardown(s) {
+    closeTransport(s);
     for (const t of s.tiles.values()) removeTileEl(t);
     s.tiles.clear();
     for (const a of s.audios.values()) removeAudioEl(a);
     s.audios.clear();
     ui.enableAudio.hidden = true;
-    ui.localVideo.srcObject = null;
   }
 
-  function stopLocalMedia(s) {
-    for (const l of [s.local.mic, s.local.cam, s.local.screen]) {
-      if (l && l.track) l.track.stop();
+  /** Stops the call's camera, microphone and screen tracks. */
+  function stopMedia(c) {
+    const s = sess;
+    if (s) {
+      for (const l of [s.local.mic, s.local.cam, s.local.screen]) {
+        if (l && l.track) l.track.stop();
+      }
     }
+    if (c && c.media) c.media.then((m) => m.stream.getTracks().forEach((t) => t.stop())).catch(() => {});
+    ui.localVideo.srcObject = null;
   }
 
   function clearCallUi() {
@@ -359,6 +722,7 @@
   // ---------------------------------------------------------------------------------------------
 
   function onMessage(s, raw) {
+    if (s.closed) return;
     let msg;
     try {
       msg = JSON.parse(raw);
@@ -370,23 +734,30 @@
       console.warn('kaskade: ignoring a frame without a type');
       return;
     }
+    if (!s.joined) {
+      onJoinReply(s, msg);
+      return;
+    }
+    if (!live(s)) return;
     try {
-      const r = dispatch(s, msg);
-      if (r && typeof r.catch === 'function') {
-        r.catch((e) => {
-          console.error(`kaskade: handling ${msg.type} failed`, e);
-          if (live(s)) showError(`Could not handle ${msg.type}: ${describe(e)}`, false);
-        });
-      }
+      handled(s, msg.type, dispatch(s, msg));
     } catch (e) {
       console.error(`kaskade: handling ${msg.type} failed`, e);
     }
   }
 
+  /** Reports the failure of an async message handler. */
+  function handled(s, type, r) {
+    if (r && typeof r.catch === 'function') {
+      r.catch((e) => {
+        console.error(`kaskade: handling ${type} failed`, e);
+        if (live(s) && !movingWhy()) showError(`Could not handle ${type}: ${describe(e)}`, false);
+      });
+    }
+  }
+
   function dispatch(s, m) {
     switch (m.type) {
-      case 'joined':
-        return onJoined(s, m);
       case 'publish_answer':
         return onPublishAnswer(s, m);
       case 'subscribe_offer':
@@ -403,17 +774,42 @@
         return onTrackMuted(s, m);
       case 'chat':
         return onChat(s, m);
+      case 'reconnect':
+        return onReconnect(s, m);
       case 'error':
         return onError(s, m);
+      case 'joined':
+      case 'redirect':
+        // Answers to `join`, handled by onJoinReply(); not expected once joined.
+        console.debug(`kaskade: ignoring ${m.type} after joined`);
+        return undefined;
       default:
         console.debug('kaskade: ignoring unknown message', m.type);
         return undefined;
     }
   }
 
+  /** `reconnect`: the node drains for maintenance; move to `url` (then the alternates). */
+  function onReconnect(s, m) {
+    const c = call;
+    const url = socketUrl(m.url);
+    const reason = isStr(m.reason) ? m.reason : '';
+    console.info(`kaskade: the node asks us to move to ${url} (${reason})`);
+    if (!c || c.ended || c.link) return; // already moving
+    startMove(c, 'drain', url);
+  }
+
   async function onJoined(s, m) {
     if (s.joined || !isStr(m.participant) || !m.participant) return;
     s.joined = true;
+    const c = call;
+    if (c.reconnects > 0 && c.participantId && c.participantId !== m.participant) {
+      console.warn(`kaskade: rejoined as a new participant ${m.participant} (was ${c.participantId})`);
+    }
+    c.participantId = m.participant;
+    // What a later move needs: who we are (token) and where else to go.
+    c.resumeToken = isStr(m.resume_token) ? m.resume_token : '';
+    c.alternates = Array.isArray(m.alternates) ? uniqueUrls(m.alternates) : [];
     state.participantId = m.participant;
     if (isStr(m.room)) state.room = m.room;
     if (Array.isArray(m.participants)) {
@@ -481,8 +877,15 @@
 
   function onTrackUnpublished(s, m) {
     if (!okKey(m.track)) return;
+    const info = has(state.tracks, m.track) ? state.tracks[m.track] : null;
     delete state.tracks[m.track];
     s.gone.add(m.track);
+    // A camera unpublished by someone who stays is most likely them moving to another node
+    // (they republish at once): keep the last frame until the new track replaces it.
+    const tile = s.tiles.get(m.track);
+    if (tile && info && info.source === 'camera' && has(state.participants, info.participant)) {
+      tile.staleUntil = performance.now() + STALE_TILE_MS;
+    }
     renderParticipants();
     reconcile(s);
   }
@@ -499,16 +902,17 @@
     const message = isStr(m.message) && m.message ? m.message : code;
     const fatal = m.fatal === true;
     console.warn(`kaskade: node error ${code}: ${message}${fatal ? ' (fatal)' : ''}`);
-    if (!s.joined) {
-      // Before `joined`, the only thing we sent is `join`: the node refused it.
-      fail(s, `Could not join: ${message} [${code}]`);
-      return;
-    }
     if (code === 'invalid_sdp' && s.pub.pending) {
       const p = s.pub.pending;
       s.pub.pending = null;
       clearTimeout(p.timer);
       p.reject(new Error(`the node refused the publish offer: ${message}`));
+    }
+    if (movingWhy()) {
+      // The node we are leaving has its last words (e.g. "resumed in another session" once the
+      // new node took us over): not the user's business, the call goes on elsewhere.
+      if (fatal) retire(s);
+      return;
     }
     if (fatal) {
       fail(s, `${message} [${code}]`);
@@ -522,9 +926,9 @@
   // ---------------------------------------------------------------------------------------------
 
   /** getUserMedia for what the user asked for; never rejects (falls back to less, reports why). */
-  async function acquireMedia(s) {
+  async function acquireMedia(c) {
     const result = { stream: new MediaStream(), mic: null, cam: null };
-    if (!s.wantMic && !s.wantCam) return result;
+    if (!c.wantMic && !c.wantCam) return result;
     const md = navigator.mediaDevices;
     if (!md || !md.getUserMedia) {
       showError('This browser cannot access the camera or microphone (a secure origin is needed).', false);
@@ -533,13 +937,13 @@
     const video = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 30 } };
     const audio = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
     const attempts = [];
-    if (s.wantMic && s.wantCam) attempts.push({ audio, video }, { audio }, { video });
-    else if (s.wantMic) attempts.push({ audio });
+    if (c.wantMic && c.wantCam) attempts.push({ audio, video }, { audio }, { video });
+    else if (c.wantMic) attempts.push({ audio });
     else attempts.push({ video });
     let lastErr = null;
-    for (const c of attempts) {
+    for (const constraints of attempts) {
       try {
-        const stream = await md.getUserMedia(c);
+        const stream = await md.getUserMedia(constraints);
         result.stream = stream;
         result.mic = stream.getAudioTracks()[0] || null;
         result.cam = stream.getVideoTracks()[0] || null;
@@ -548,13 +952,13 @@
         lastErr = e;
       }
     }
-    if (!live(s)) {
+    if (c.ended || call !== c) {
       result.stream.getTracks().forEach((t) => t.stop());
       return result;
     }
     const missing = [];
-    if (s.wantMic && !result.mic) missing.push('microphone');
-    if (s.wantCam && !result.cam) missing.push('camera');
+    if (c.wantMic && !result.mic) missing.push('microphone');
+    if (c.wantCam && !result.cam) missing.push('camera');
     if (missing.length) {
       showError(`Could not use your ${missing.join(' and ')}${lastErr ? ` (${describe(lastErr)})` : ''}.`, false);
     }
@@ -594,32 +998,50 @@
   }
 
   async function startPublishing(s) {
-    const media = await s.media;
+    const media = await call.media;
     if (!live(s)) return;
-    const pc = createPublishPc(s);
-    if (media.mic) {
-      const tr = pc.addTransceiver(media.mic, { direction: 'sendonly', streams: [media.stream] });
-      s.sources.set(tr, 'microphone');
-      s.local.mic = { track: media.mic, transceiver: tr, muted: false };
+    if (!s.inherited) {
+      s.local.mic = media.mic ? { track: media.mic, transceiver: null, muted: false } : null;
+      s.local.cam = media.cam ? { track: media.cam, transceiver: null, muted: false } : null;
     }
-    if (media.cam) {
+    // After a move the same tracks (and mute states) are published again on the new node.
+    const pc = createPublishPc(s);
+    const { mic, cam, screen } = s.local;
+    if (mic) {
+      const tr = pc.addTransceiver(mic.track, { direction: 'sendonly', streams: [media.stream] });
+      s.sources.set(tr, 'microphone');
+      mic.transceiver = tr;
+    }
+    if (cam) {
       let tr;
       try {
-        tr = pc.addTransceiver(media.cam, {
+        tr = pc.addTransceiver(cam.track, {
           direction: 'sendonly',
           streams: [media.stream],
           sendEncodings: CAMERA_ENCODINGS.map((e) => Object.assign({}, e)),
         });
       } catch (e) {
         console.warn('kaskade: simulcast not available, sending one layer', e);
-        tr = pc.addTransceiver(media.cam, { direction: 'sendonly', streams: [media.stream] });
+        tr = pc.addTransceiver(cam.track, { direction: 'sendonly', streams: [media.stream] });
       }
       s.sources.set(tr, 'camera');
-      s.local.cam = { track: media.cam, transceiver: tr, muted: false };
+      cam.transceiver = tr;
     }
+    if (screen) addScreenTransceiver(s, screen);
     updateControls();
     updateStatus();
+    renderParticipants();
     if (pc.getTransceivers().length > 0) await negotiatePublish(s);
+  }
+
+  /** Publishes a screen track on the session's publish connection (no simulcast). */
+  function addScreenTransceiver(s, l) {
+    const tr = s.publishPc.addTransceiver(l.track, { direction: 'sendonly', streams: [l.stream] });
+    s.sources.set(tr, 'screen');
+    l.transceiver = tr;
+    l.track.addEventListener('ended', () => {
+      if (live(s) && s.local.screen && s.local.screen.track === l.track) stopScreenShare(s);
+    });
   }
 
   /**
@@ -740,9 +1162,14 @@
     if (has(state.tracks, id)) state.tracks[id].muted = l.muted;
   }
 
+  /** True while there is a call whose local media the user may control (also while moving). */
+  function inCall(s) {
+    return !!(s && call && !call.ended && s.joined);
+  }
+
   function toggleMic() {
     const s = sess;
-    if (!live(s) || !s.local.mic) return;
+    if (!inCall(s) || !s.local.mic) return;
     const l = s.local.mic;
     l.muted = !l.muted;
     l.track.enabled = !l.muted;
@@ -753,7 +1180,7 @@
 
   function toggleCam() {
     const s = sess;
-    if (!live(s) || !s.local.cam) return;
+    if (!inCall(s) || !s.local.cam) return;
     const l = s.local.cam;
     l.muted = !l.muted;
     l.track.enabled = !l.muted;
@@ -794,12 +1221,8 @@
     } catch (_) {
       /* optional */
     }
-    const tr = s.publishPc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-    s.sources.set(tr, 'screen');
-    s.local.screen = { track, transceiver: tr, muted: false, stream };
-    track.addEventListener('ended', () => {
-      if (live(s) && s.local.screen && s.local.screen.track === track) stopScreenShare(s);
-    });
+    s.local.screen = { track, transceiver: null, muted: false, stream };
+    addScreenTransceiver(s, s.local.screen);
     updateControls();
     negotiatePublish(s);
   }
@@ -834,7 +1257,7 @@
     ui.toggleCam.disabled = !cam;
     setToggle(ui.toggleCam, !cam || cam.muted, cam && !cam.muted ? 'Stop video' : cam ? 'Start video' : 'No camera');
     const canShare = !!(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
-    ui.shareScreen.disabled = !s || !s.publishPc || !canShare;
+    ui.shareScreen.disabled = !live(s) || !s.publishPc || !canShare;
     ui.shareScreen.setAttribute('aria-pressed', screen ? 'true' : 'false');
     ui.shareScreen.classList.toggle('active', !!screen);
     ui.shareScreen.querySelector('.label').textContent = screen ? 'Stop sharing' : 'Share screen';
@@ -942,13 +1365,17 @@
       }
     }
 
+    let staleNext = Infinity;
     for (const [id, tile] of s.tiles) {
-      if (!wantTiles.has(id)) {
-        removeTileEl(tile);
-        s.tiles.delete(id);
+      if (wantTiles.has(id)) continue;
+      if (keepStale(tile, wantTiles, now)) {
+        staleNext = Math.min(staleNext, tile.staleUntil);
+        continue;
       }
+      removeTileEl(tile);
+      s.tiles.delete(id);
     }
-    for (const [id, entry] of wantTiles) updateTile(s, entry);
+    for (const entry of wantTiles.values()) updateTile(s, entry);
 
     for (const [id, a] of s.audios) {
       if (!wantAudio.has(id)) {
@@ -969,6 +1396,30 @@
         reconcile(s);
       }, UNKNOWN_TRACK_GRACE_MS + 50);
     }
+    if (staleNext < Infinity && !s.staleTimer) {
+      s.staleTimer = setTimeout(() => {
+        s.staleTimer = null;
+        reconcile(s);
+      }, staleNext - now + 20);
+    }
+  }
+
+  /**
+   * Whether a tile whose media is gone (its participant moved to another node, or we did) keeps
+   * showing its last frame: for a short while, while its participant is still in the room, and
+   * until a live tile of the same participant and source replaces it.
+   */
+  function keepStale(tile, wantTiles, now) {
+    if (!tile.staleUntil || now >= tile.staleUntil) return false;
+    if (tile.participantId && !has(state.participants, tile.participantId)) return false;
+    for (const e of wantTiles.values()) {
+      if (e.info && e.info.participant === tile.participantId && tileSource(e.info) === tile.source) return false;
+    }
+    return true;
+  }
+
+  function tileSource(info) {
+    return info && info.source === 'screen' ? 'screen' : 'camera';
   }
 
   function participantName(id) {
@@ -997,13 +1448,30 @@
     }
     if (tile.track !== entry.track) {
       tile.track = entry.track;
+      tile.generation = ++mediaGenerations;
       tile.video.srcObject = new MediaStream([entry.track]);
       tile.video.play().catch(() => {});
+      watchFirstFrame(tile.video);
     }
+    tile.staleUntil = 0;
     tile.receiver = entry.receiver;
     tile.info = entry.info;
     tile.participantId = entry.info ? entry.info.participant : '';
-    tile.source = entry.info && entry.info.source === 'screen' ? 'screen' : 'camera';
+    tile.source = tileSource(entry.info);
+  }
+
+  /** Records when the first remote video frame after a move is shown (kaskade.firstFrameAfterReconnectAt). */
+  function watchFirstFrame(video) {
+    const c = call;
+    if (!c || !c.awaitingFrame || c.link) return;
+    const seen = () => {
+      if (call !== c || !c.awaitingFrame) return;
+      c.awaitingFrame = false;
+      c.firstFrameAt = performance.now();
+      console.info(`kaskade: first remote frame ${Math.round(c.firstFrameAt - c.reconnectStartedAt)} ms after the move started`);
+    };
+    if (typeof video.requestVideoFrameCallback === 'function') video.requestVideoFrameCallback(seen);
+    video.addEventListener('loadeddata', seen, { once: true });
   }
 
   function createTile(s, entry) {
@@ -1055,18 +1523,32 @@
 
     el.append(video, placeholder, footer, layer);
     el.addEventListener('click', () => el.classList.toggle('focused'));
-    return { el, video, placeholder, avatar, name, mic, layer, trackId: entry.trackId, track: null, receiver: null };
+    return {
+      el,
+      video,
+      placeholder,
+      avatar,
+      name,
+      mic,
+      layer,
+      trackId: entry.trackId,
+      track: null,
+      receiver: null,
+      staleUntil: 0, // while > now: media gone, last frame kept (see keepStale)
+      generation: 0, // which received track the tile shows (stats restart with a new one)
+    };
   }
 
   /** Updates a tile's attributes, label and indicators from the directories. */
   function refreshTile(tile) {
     const info = has(state.tracks, tile.trackId) ? state.tracks[tile.trackId] : tile.info;
     const pid = info ? info.participant : '';
-    const source = info && info.source === 'screen' ? 'screen' : 'camera';
+    const source = tileSource(info);
     tile.participantId = pid;
     tile.source = source;
     tile.el.dataset.participantId = pid;
     tile.el.dataset.source = source;
+    tile.el.dataset.stale = tile.staleUntil ? 'true' : 'false';
     const who = participantName(pid);
     tile.name.textContent = source === 'screen' ? `${who} \u00b7 screen` : who;
     tile.avatar.textContent = initial(who);
@@ -1272,6 +1754,10 @@
         participantId: tile.el.dataset.participantId || '',
         source: tile.el.dataset.source || 'camera',
         trackId: tile.trackId,
+        // Changes when the tile's media comes from a new receiver (after a move), whose counters
+        // start again from 0; `stale`: the media is gone, the last frame is kept for a moment.
+        mediaGeneration: tile.generation,
+        stale: !!tile.staleUntil,
         framesDecoded: 0,
         frameWidth: 0,
         frameHeight: 0,
@@ -1311,6 +1797,28 @@
     },
     get participantId() {
       return state.participantId;
+    },
+    /** The WebSocket URL of the node currently serving the call (after redirects and moves). */
+    nodeUrl: () => (sess ? sess.url : null),
+    /** The other nodes the latest `joined` named, best first (where a move goes). */
+    get alternates() {
+      return call ? call.alternates.slice() : [];
+    },
+    /** Moves to another node started in this call (node lost, or `reconnect` asked). */
+    get reconnects() {
+      return call ? call.reconnects : 0;
+    },
+    /** 'lost' or 'drain' while looking for another node, else null. */
+    get moving() {
+      return movingWhy();
+    },
+    /** performance.now() when the latest move started, or null. */
+    get reconnectStartedAt() {
+      return call ? call.reconnectStartedAt : null;
+    },
+    /** performance.now() of the first remote video frame shown after the latest move, or null. */
+    get firstFrameAfterReconnectAt() {
+      return call ? call.firstFrameAt : null;
     },
     get state() {
       return state;
@@ -1389,6 +1897,8 @@
     if (name !== null) ui.name.value = name.slice(0, MAX_NAME_LEN * 2);
     if (params.get('nocam') === '1') ui.optCam.checked = false;
     if (params.get('nomic') === '1') ui.optMic.checked = false;
+    const site = params.get('site');
+    if (site && site.length <= 64 && !site.includes('/')) siteParam = site;
 
     setState('idle');
     setStatus('Not connected');

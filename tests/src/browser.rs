@@ -71,27 +71,7 @@ pub fn ensure_playwright(browser_dir: &Path) {
 
 /// Runs `f` on a thread that has joined `ns`'s network namespace (only that thread does).
 pub fn in_netns<T: Send>(ns: &NetNs, f: impl FnOnce() -> T + Send) -> T {
-    let path = Path::new("/run/netns").join(&ns.name);
-    let file =
-        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns with a namespace file descriptor that stays open for the call; it
-            // switches the network namespace of this thread only.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(
-                rc,
-                0,
-                "setns into {}: {}",
-                ns.name,
-                std::io::Error::last_os_error()
-            );
-            f()
-        })
-        .join()
-        .unwrap_or_else(|e| std::panic::resume_unwind(e))
-    })
+    crate::netns::in_named_netns(&ns.name, f)
 }
 
 /// The tracks of a `GET /api/rooms/{room}` answer that two_pages.mjs fetched from a page.

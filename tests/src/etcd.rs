@@ -27,6 +27,8 @@ pub struct EtcdProcess {
     client_port: u16,
     peer_port: u16,
     process: Option<Spawned>,
+    /// The network namespace it runs in, if not the host's.
+    netns: Option<String>,
     /// Declared after `process`, so the directory goes only once etcd is dead.
     data: TempDir,
 }
@@ -35,6 +37,11 @@ impl EtcdProcess {
     /// Starts etcd on `ip` (a 127.0.0.x address) with free ports and a fresh data directory, and
     /// returns once it answers. Panics with etcd's output when it does not come up.
     pub fn start(ip: &str) -> EtcdProcess {
+        Self::start_in(None, ip)
+    }
+
+    /// [`start`](Self::start) inside `netns` (for tests whose nodes and browsers run there).
+    pub fn start_in(netns: Option<&crate::netns::NetNs>, ip: &str) -> EtcdProcess {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let (client_port, peer_port) = free_ports(ip);
@@ -43,6 +50,7 @@ impl EtcdProcess {
                 client_port,
                 peer_port,
                 process: None,
+                netns: netns.map(|n| n.name.clone()),
                 data: TempDir::new(&format!("etcd-{ip}")),
             };
             match etcd.launch() {
@@ -131,7 +139,14 @@ impl EtcdProcess {
     fn launch(&mut self) -> anyhow::Result<()> {
         let client = self.client_url();
         let peer = format!("http://{}:{}", self.ip, self.peer_port);
-        let mut cmd = Command::new(ETCD_BIN);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(ETCD_BIN);
+                c
+            }
+            None => Command::new(ETCD_BIN),
+        };
         cmd.arg("--name")
             .arg("default")
             .arg("--data-dir")
@@ -163,7 +178,11 @@ impl EtcdProcess {
                     // Not worth waiting for: it exited (e.g. a port was taken meanwhile).
                     return Ok(Err(format!("etcd exited with {status}")));
                 }
-                match crate::http::get(&health) {
+                let answer = match &self.netns {
+                    Some(ns) => crate::netns::in_named_netns(ns, || crate::http::get(&health)),
+                    None => crate::http::get(&health),
+                };
+                match answer {
                     Ok(r) if r.status == 200 && r.text().contains("true") => Ok(Ok(())),
                     Ok(r) => Err(format!("{} {}", r.status, r.text())),
                     Err(e) => Err(e.to_string()),

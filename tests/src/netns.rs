@@ -159,3 +159,28 @@ impl Drop for NetNs {
         }
     }
 }
+
+/// Runs `f` on a thread that joined the network namespace named `name` (so sockets it opens live
+/// there), and returns its result.
+pub fn in_named_netns<T: Send>(name: &str, f: impl FnOnce() -> T + Send) -> T {
+    let path = std::path::Path::new("/run/netns").join(name);
+    let file =
+        std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns with a namespace file descriptor that stays open for the call; it
+            // switches the network namespace of this thread only.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(
+                rc,
+                0,
+                "setns into {name}: {}",
+                std::io::Error::last_os_error()
+            );
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
