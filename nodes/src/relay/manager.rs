@@ -541,6 +541,7 @@ impl Manager {
             self.nodes
                 .nodes
                 .keys()
+                .filter(|id| **id != self.node)
                 .filter(|id| !view.nodes.contains_key(*id) && !self.links.contains_key(*id))
                 .cloned()
                 .collect()
