@@ -25,6 +25,7 @@
   const MOVE_BACKOFF_MS = [250, 500, 1000]; // pause after each full pass over the candidates (±25 %)
   const MAX_REDIRECTS = 3; // redirects followed per join attempt (a loop guard)
   const STALE_TILE_MS = 4000; // keep a remote video's last frame this long while its successor comes
+  const REPAIR_MIN_INTERVAL_MS = 15000; // rejoin to repair a broken subscribe connection at most this often
   const CAMERA_ENCODINGS = [
     { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
     { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
@@ -173,6 +174,7 @@
       reconnectStartedAt: null, // performance.now() when the latest move started
       firstFrameAt: null, // performance.now() of the first remote video frame after that move
       awaitingFrame: false,
+      repairedAt: null, // performance.now() of the latest rejoin to repair the session
     };
   }
 
@@ -234,7 +236,12 @@
     const moving = movingWhy();
     if (moving) {
       // No error banner while moving: the call goes on, the status says what is happening.
-      setStatus(moving === 'drain' ? 'Moving to another server\u2026' : 'Connection lost \u00b7 reconnecting\u2026');
+      const text = {
+        drain: 'Moving to another server\u2026',
+        lost: 'Connection lost \u00b7 reconnecting\u2026',
+        repair: 'Reconnecting\u2026',
+      };
+      setStatus(text[moving] || text.repair);
       return;
     }
     const s = sess;
@@ -327,7 +334,7 @@
     return m;
   }
 
-  /** 'drain' or 'lost' while the call looks for another node, else null. */
+  /** 'drain', 'lost' or 'repair' while the call looks for a node, else null. */
   function movingWhy() {
     return call && !call.ended && call.link && call.link.kind === 'move' ? call.link.why : null;
   }
@@ -789,6 +796,24 @@
     }
   }
 
+  /**
+   * Rejoins (with the resume token, the same node first) to get fresh peer connections when one
+   * is beyond repair; at most once per REPAIR_MIN_INTERVAL_MS so a node that keeps refusing does
+   * not make us loop. Seen when a subscribe offer raced a resumed participant's tracks going away.
+   */
+  function repairSession(s, why) {
+    const c = call;
+    if (!live(s) || !s.joined || !c || c.ended || c.link) return;
+    const now = performance.now();
+    if (c.repairedAt !== null && now - c.repairedAt < REPAIR_MIN_INTERVAL_MS) {
+      console.warn(`kaskade: ${why}; not rejoining again so soon`);
+      return;
+    }
+    c.repairedAt = now;
+    console.warn(`kaskade: ${why}; rejoining ${s.url}`);
+    startMove(c, 'repair', s.url);
+  }
+
   /** `reconnect`: the node drains for maintenance; move to `url` (then the alternates). */
   function onReconnect(s, m) {
     const c = call;
@@ -907,6 +932,11 @@
       s.pub.pending = null;
       clearTimeout(p.timer);
       p.reject(new Error(`the node refused the publish offer: ${message}`));
+    } else if (code === 'invalid_sdp' && !movingWhy()) {
+      // No publish offer outstanding: the node could not apply our subscribe answer, so the
+      // subscribe connection is stuck (there is no message to renegotiate it from scratch).
+      repairSession(s, `the node refused the subscribe answer: ${message}`);
+      return;
     }
     if (movingWhy()) {
       // The node we are leaving has its last words (e.g. "resumed in another session" once the
@@ -1317,7 +1347,10 @@
       reconcile(s);
     };
     pc.onconnectionstatechange = () => {
-      if (live(s)) updateStatus();
+      if (!live(s)) return;
+      updateStatus();
+      // Only the node can restart the subscribe connection's ICE (it offers): rejoin instead.
+      if (pc.connectionState === 'failed') repairSession(s, 'the subscribe connection failed');
     };
     pc.oniceconnectionstatechange = () => {
       if (live(s)) updateStatus();
@@ -1808,7 +1841,7 @@
     get reconnects() {
       return call ? call.reconnects : 0;
     },
-    /** 'lost' or 'drain' while looking for another node, else null. */
+    /** 'lost', 'drain' or 'repair' while looking for a node, else null. */
     get moving() {
       return movingWhy();
     },

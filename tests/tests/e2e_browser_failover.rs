@@ -105,11 +105,20 @@ fn start_script(s: &Setup, ns: &NetNs, url: &str, url2: &str, room: &str, tag: &
     script
 }
 
-/// Marks the disruption, waits until both pages decode again (or the limit), and returns the
-/// script's result.
-fn watch_recovery(script: &mut Spawned, limit: Duration) -> Value {
+/// Waits until both pages decode again (or the limit) — and, with `left`, until neither page is
+/// on that node (a WebSocket URL part) nor still moving — then ends the script and returns its
+/// result.
+fn watch_recovery(script: &mut Spawned, limit: Duration, left: Option<&str>) -> Value {
     let resumed = poll_until("both pages decoding again", limit, || {
         let last = script.events("frames").pop().unwrap_or_default();
+        if let Some(gone) = left {
+            for page in ["a", "b"] {
+                let node = last[format!("{page}_node")].as_str().unwrap_or_default();
+                if node.contains(gone) || !last[format!("{page}_moving")].is_null() {
+                    return Err(format!("page {page} not settled off {gone}: {last}"));
+                }
+            }
+        }
         let marks = script.events("mark");
         let Some(mark) = marks.first() else {
             return Err("no mark yet".into());
@@ -164,7 +173,7 @@ fn a_page_whose_node_is_killed_reconnects_by_itself_and_decodes_again() {
     );
     script.signal(libc::SIGUSR1);
     nodes[1].proc.kill9();
-    let result = watch_recovery(&mut script, Duration::from_secs(30));
+    let result = watch_recovery(&mut script, Duration::from_secs(30), None);
     eprintln!("browser kill failover: {result}");
     let b = &result["b"];
     assert_eq!(result["ok"], true, "pages did not come through: {result}");
@@ -236,7 +245,7 @@ fn draining_a_node_moves_both_pages_without_an_error_and_the_node_exits() {
         "kaskade drain failed: {}",
         out.1.diagnostics()
     );
-    let result = watch_recovery(&mut script, Duration::from_secs(30));
+    let result = watch_recovery(&mut script, Duration::from_secs(30), Some("127.0.0.14"));
     eprintln!("browser drain: {result}");
     assert_eq!(result["ok"], true, "pages did not come through: {result}");
     for page in ["a", "b"] {
