@@ -170,11 +170,7 @@ impl RoomState {
             self.drop_tracks_for_takeover(&info.id);
             if let Some(m) = self.members.get_mut(&info.id) {
                 if let Some(sink) = m.sink.take() {
-                    sink.send(ServerMessage::Error {
-                        code: kaskade_proto::signal::ErrorCode::Unavailable,
-                        message: "this participant resumed in another session".into(),
-                        fatal: true,
-                    });
+                    tell_taken_over(&sink);
                 }
                 m.node = Some(node.to_owned());
                 m.info = info;
@@ -350,6 +346,15 @@ impl RoomState {
     }
 }
 
+/// Tells a session whose participant resumed elsewhere that it is over (its actor closes it).
+fn tell_taken_over(sink: &MemberSink) {
+    sink.send(ServerMessage::Error {
+        code: kaskade_proto::signal::ErrorCode::Unavailable,
+        message: "this participant resumed in another session".into(),
+        fatal: true,
+    });
+}
+
 pub struct RoomActor;
 
 pub struct RoomArgs {
@@ -438,11 +443,7 @@ impl Actor for RoomActor {
                     },
                 );
                 if let Some(sink) = old.and_then(|m| m.sink) {
-                    sink.send(ServerMessage::Error {
-                        code: kaskade_proto::signal::ErrorCode::Unavailable,
-                        message: "this participant resumed in another session".into(),
-                        fatal: true,
-                    });
+                    tell_taken_over(&sink);
                 }
                 state.update_counts();
                 let _ = reply.send(snapshot);

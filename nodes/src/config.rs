@@ -247,16 +247,6 @@ pub struct NodeConfig {
     pub drain_deadline: Duration,
 }
 
-impl NodeConfig {
-    /// The configured distance between two sites (either order).
-    pub fn site_distance(&self, a: &str, b: &str) -> Option<u32> {
-        self.site_distances
-            .iter()
-            .find(|d| (d.a == a && d.b == b) || (d.a == b && d.b == a))
-            .map(|d| d.distance)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]

@@ -73,6 +73,14 @@ pub struct ParticipantId(pub String);
 #[serde(transparent)]
 pub struct TrackId(pub String);
 
+impl ParticipantId {
+    /// Whether `s` can be a participant id this software issued (`p` + letters and digits, at
+    /// most 64 characters): ids from URLs and tokens are checked with it before use.
+    pub fn is_well_formed(s: &str) -> bool {
+        s.starts_with('p') && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+    }
+}
+
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

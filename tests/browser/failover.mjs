@@ -54,6 +54,7 @@
 // before "ready" or an internal error.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM_FLAGS, emit, sleep, StageError, until } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -88,52 +89,9 @@ function parseArgs(argv) {
   return out;
 }
 
-// Same flags as two_pages.mjs (checked on this machine kind): fake camera/microphone without
-// prompts, no GPU, no network services of the browser's own, no throttling of background pages.
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream=fps=30',
-  '--use-fake-ui-for-media-stream',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-const SETUP_POLL_MS = 250;
 const STALL_MIN_MS = 300; // a stall at least this long counts as "the video stopped" for --settle
 const RESUMED_WITHIN_MS = 1000; // video counts as resumed if it grew this recently at the end
 const WHO = ['a', 'b'];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-
-class StageError extends Error {
-  constructor(stage, message) {
-    super(message);
-    this.stage = stage;
-  }
-}
-
-/** Polls `probe` (returning {ok, value} or {ok:false, last}) until ok or `timeoutMs` passes. */
-async function until(stage, what, timeoutMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    const r = await probe();
-    if (r.ok) return r.value;
-    last = r.last;
-    if (Date.now() > deadline) {
-      throw new StageError(stage, `timed out after ${timeoutMs / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
-    }
-    await sleep(SETUP_POLL_MS);
-  }
-}
 
 /** What the watch needs from one page, cheaply (one evaluate per sample). */
 async function probe(page) {

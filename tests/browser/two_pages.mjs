@@ -9,6 +9,7 @@
 // Page A opens --url; page B opens --url2 when given (another node of the same mesh), else --url.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM_FLAGS, emit, sleep, StageError, until } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,50 +27,6 @@ function parseArgs(argv) {
   out.timeout = Number(out.timeout);
   out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
   return out;
-}
-
-// Flags checked on this machine kind: fake camera/microphone/screen without prompts, no GPU,
-// no network services of the browser's own, no throttling of pages that are not in front.
-const CHROMIUM_FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--use-fake-device-for-media-stream=fps=30',
-  '--use-fake-ui-for-media-stream',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-background-timer-throttling',
-  '--disable-renderer-backgrounding',
-  '--disable-backgrounding-occluded-windows',
-];
-
-const POLL_MS = 250;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const emit = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
-
-class StageError extends Error {
-  constructor(stage, message) {
-    super(message);
-    this.stage = stage;
-  }
-}
-
-/** Polls `probe` (returning {ok, value} or {ok:false, last}) until ok or `timeoutMs` passes. */
-async function until(stage, what, timeoutMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    const r = await probe();
-    if (r.ok) return r.value;
-    last = r.last;
-    if (Date.now() > deadline) {
-      throw new StageError(stage, `timed out after ${timeoutMs / 1000} s waiting for ${what}; last: ${JSON.stringify(last)}`);
-    }
-    await sleep(POLL_MS);
-  }
 }
 
 /** Everything the DOM contract exposes about one page. */

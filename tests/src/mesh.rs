@@ -195,3 +195,33 @@ impl ImpairProxy {
         Ok(Self { proc, listen })
     }
 }
+
+/// A `peer`-labelled relay metric of `node` (read from inside `netns` when given); 0 when absent
+/// or unreadable.
+pub fn relay_metric(netns: Option<&NetNs>, node: &NodeProcess, name: &str, peer: &str) -> f64 {
+    let read = || node.metric(name, &[("peer", peer)]);
+    match netns {
+        Some(ns) => crate::netns::in_named_netns(&ns.name, read),
+        None => read(),
+    }
+    .ok()
+    .flatten()
+    .unwrap_or(0.0)
+}
+
+/// Waits (20 s at most) until every node of `nodes` (ids `ids`, same order) has a live relay
+/// link to every other.
+pub fn wait_all_linked(netns: Option<&NetNs>, nodes: &[NodeProcess], ids: &[&str]) {
+    crate::wait::poll_until("all relay links up", Duration::from_secs(20), || {
+        for (node, me) in nodes.iter().zip(ids) {
+            for peer in ids.iter().filter(|p| *p != me) {
+                let up = relay_metric(netns, node, "kaskade_relay_link_up", peer);
+                if up != 1.0 {
+                    return Err(format!("{me} -> {peer} not up ({up})"));
+                }
+            }
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -9,28 +9,20 @@
 //! addresses): a page may only use the camera on a secure origin, and plain http is one only on
 //! loopback, so the nodes cannot serve the pages on the veth address. Chromium still needs the
 //! veth to gather ICE candidates. The host cannot reach those addresses, so the test reads the
-//! nodes' metrics from a thread that joined the namespace ([`in_netns`]).
+//! nodes' metrics from a thread that joined the namespace ([`relay_metric`] with the namespace).
 //!
 //! Needs what tests/tests/e2e_browser.rs needs (Chromium, node + npm, iproute2, root); FAILS
 //! when they are missing unless KASKADE_SKIP_BROWSER=1.
 
 use kaskade_tests::browser::{
-    assert_two_pages_scenario, ensure_playwright, in_netns, preflight, skip_requested,
+    assert_two_pages_scenario, ensure_playwright, preflight, skip_requested,
 };
-use kaskade_tests::mesh::{MeshNodeSpec, TempDir, make_certs, start_node};
+use kaskade_tests::mesh::{MeshNodeSpec, TempDir, make_certs, relay_metric, start_node};
 use kaskade_tests::{
-    NetNs, NodeProcess, Spawned, artifacts_dir, heavy_test_lock, node_bin, poll_until, tests_dir,
+    NetNs, Spawned, artifacts_dir, heavy_test_lock, node_bin, poll_until, tests_dir,
 };
 use std::process::Command;
 use std::time::Duration;
-
-/// A `peer`-labelled relay metric of `node` (inside `ns`); 0 when absent or unreadable.
-fn relay_metric(ns: &NetNs, node: &NodeProcess, name: &str, peer: &str) -> f64 {
-    in_netns(ns, || node.metric(name, &[("peer", peer)]))
-        .ok()
-        .flatten()
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn two_browsers_on_different_nodes_see_each_other_chat_and_share_a_screen() {
@@ -73,7 +65,7 @@ fn two_browsers_on_different_nodes_see_each_other_chat_and_share_a_screen() {
         Duration::from_secs(20),
         || {
             for (node, me, peer) in pairs {
-                let up = relay_metric(&ns, node, "kaskade_relay_link_up", peer);
+                let up = relay_metric(Some(&ns), node, "kaskade_relay_link_up", peer);
                 if up != 1.0 {
                     return Err(format!(
                         "kaskade_relay_link_up{{peer=\"{peer}\"}} on {me} = {up}"
@@ -133,8 +125,18 @@ fn two_browsers_on_different_nodes_see_each_other_chat_and_share_a_screen() {
     // The media crossed the relay both ways, as each node counts it: A's tracks n1 -> n2 and
     // B's tracks n2 -> n1.
     for (node, me, peer) in pairs {
-        let sent = relay_metric(&ns, node, "kaskade_relay_media_bytes_sent_total", peer);
-        let received = relay_metric(&ns, node, "kaskade_relay_media_bytes_received_total", peer);
+        let sent = relay_metric(
+            Some(&ns),
+            node,
+            "kaskade_relay_media_bytes_sent_total",
+            peer,
+        );
+        let received = relay_metric(
+            Some(&ns),
+            node,
+            "kaskade_relay_media_bytes_received_total",
+            peer,
+        );
         eprintln!("relay media on {me}: {sent} bytes sent to {peer}, {received} bytes received");
         assert!(sent > 0.0, "{me} sent no relay media to {peer}");
         assert!(received > 0.0, "{me} received no relay media from {peer}");

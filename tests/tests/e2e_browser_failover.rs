@@ -10,9 +10,9 @@
 //! namespace made for the test, for the reasons given in e2e_browser_cascade.rs. Needs what
 //! tests/tests/e2e_browser.rs needs; FAILS when it is missing unless KASKADE_SKIP_BROWSER=1.
 
-use kaskade_tests::browser::{ensure_playwright, in_netns, preflight, skip_requested};
+use kaskade_tests::browser::{ensure_playwright, preflight, skip_requested};
 use kaskade_tests::etcd::EtcdProcess;
-use kaskade_tests::mesh::{MeshNodeSpec, TempDir, make_certs, start_etcd_node};
+use kaskade_tests::mesh::{MeshNodeSpec, TempDir, make_certs, start_etcd_node, wait_all_linked};
 use kaskade_tests::{
     NetNs, NodeProcess, Spawned, artifacts_dir, heavy_test_lock, node_bin, poll_until, tests_dir,
 };
@@ -67,23 +67,8 @@ fn start_nodes(
             .expect("node starts in the namespace")
         })
         .collect();
-    poll_until("all relay links up", Duration::from_secs(20), || {
-        for (node, me) in nodes.iter().zip(specs) {
-            for peer in specs.iter().filter(|p| p.id != me.id) {
-                let up = in_netns(ns, || {
-                    node.metric("kaskade_relay_link_up", &[("peer", &peer.id)])
-                })
-                .ok()
-                .flatten()
-                .unwrap_or(0.0);
-                if up != 1.0 {
-                    return Err(format!("{} -> {} not up", me.id, peer.id));
-                }
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
+    let ids: Vec<&str> = specs.iter().map(|s| s.id.as_str()).collect();
+    wait_all_linked(Some(ns), &nodes, &ids);
     nodes
 }
 

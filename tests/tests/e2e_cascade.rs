@@ -4,7 +4,9 @@
 //! the first), recovery through an impaired link, and reconnection after the link is cut.
 
 use kaskade_tests::clients::{final_result, num};
-use kaskade_tests::mesh::{ImpairProxy, MeshNodeSpec, TempDir, make_certs, start_mesh};
+use kaskade_tests::mesh::{
+    ImpairProxy, MeshNodeSpec, TempDir, make_certs, relay_metric, start_mesh, wait_all_linked,
+};
 use kaskade_tests::{
     NodeProcess, PyClient, Spawned, heavy_test_lock, impair_bin, node_bin, poll_until,
 };
@@ -12,13 +14,6 @@ use std::time::Duration;
 
 const MIN_FPS: f64 = 25.0;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn relay_metric(node: &NodeProcess, name: &str, peer: &str) -> f64 {
-    node.metric(name, &[("peer", peer)])
-        .ok()
-        .flatten()
-        .unwrap_or(0.0)
-}
 
 fn assert_decodes(sub: &mut Spawned, what: &str) -> serde_json::Value {
     let r = final_result(sub, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -28,21 +23,6 @@ fn assert_decodes(sub: &mut Spawned, what: &str) -> serde_json::Value {
     );
     assert!(num(&r, "audio_frames") > 0.0, "{what}: no audio: {r}");
     r
-}
-
-/// Waits until every node has a live link to every other.
-fn wait_linked(nodes: &[NodeProcess], ids: &[&str]) {
-    poll_until("all relay links up", Duration::from_secs(20), || {
-        for (node, me) in nodes.iter().zip(ids) {
-            for peer in ids.iter().filter(|p| *p != me) {
-                if relay_metric(node, "kaskade_relay_link_up", peer) != 1.0 {
-                    return Err(format!("{me} -> {peer} not up"));
-                }
-            }
-        }
-        Ok(())
-    })
-    .unwrap();
 }
 
 #[test]
@@ -57,7 +37,7 @@ fn a_room_spans_sites_and_each_inter_site_link_carries_one_copy() {
         MeshNodeSpec::new("n4", "b", "127.0.0.24"),
     ];
     let nodes = start_mesh(node_bin!(), &specs, &certs.0, &[]).expect("mesh starts");
-    wait_linked(&nodes, &["n1", "n2", "n3", "n4"]);
+    wait_all_linked(None, &nodes, &["n1", "n2", "n3", "n4"]);
     let (n1, n2, n3, n4) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3]);
 
     let publisher =
@@ -73,8 +53,8 @@ fn a_room_spans_sites_and_each_inter_site_link_carries_one_copy() {
     assert_decodes(&mut on_n3, "subscriber on n3 (other site)");
 
     // Three subscribers on n3 at once, then one on n4 while they watch.
-    let to_n3_before = relay_metric(n1, "kaskade_relay_media_bytes_sent_total", "n3");
-    let to_n4_before = relay_metric(n1, "kaskade_relay_media_bytes_sent_total", "n4");
+    let to_n3_before = relay_metric(None, n1, "kaskade_relay_media_bytes_sent_total", "n3");
+    let to_n4_before = relay_metric(None, n1, "kaskade_relay_media_bytes_sent_total", "n4");
     let n3_out_before = n3
         .metric("kaskade_bytes_out_total", &[])
         .ok()
@@ -95,9 +75,9 @@ fn a_room_spans_sites_and_each_inter_site_link_carries_one_copy() {
     for (i, w) in watchers.iter_mut().enumerate() {
         assert_decodes(w, &format!("subscriber {i} on n3"));
     }
-    let to_n3 = relay_metric(n1, "kaskade_relay_media_bytes_sent_total", "n3") - to_n3_before;
-    let to_n4 = relay_metric(n1, "kaskade_relay_media_bytes_sent_total", "n4") - to_n4_before;
-    let n3_to_n4 = relay_metric(n3, "kaskade_relay_media_bytes_sent_total", "n4");
+    let to_n3 = relay_metric(None, n1, "kaskade_relay_media_bytes_sent_total", "n3") - to_n3_before;
+    let to_n4 = relay_metric(None, n1, "kaskade_relay_media_bytes_sent_total", "n4") - to_n4_before;
+    let n3_to_n4 = relay_metric(None, n3, "kaskade_relay_media_bytes_sent_total", "n4");
     let n3_out = n3
         .metric("kaskade_bytes_out_total", &[])
         .ok()
@@ -145,9 +125,9 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
         &[("n1", "n3", proxy_addr.to_owned())],
     )
     .expect("mesh starts");
-    wait_linked(&nodes, &["n1", "n3"]);
+    wait_all_linked(None, &nodes, &["n1", "n3"]);
     let (n1, n3) = (&nodes[0], &nodes[1]);
-    let rtt = relay_metric(n1, "kaskade_relay_rtt_seconds", "n3");
+    let rtt = relay_metric(None, n1, "kaskade_relay_rtt_seconds", "n3");
     assert!(
         rtt >= 0.09,
         "the link's RTT shows the proxy's 2 x 50 ms: {rtt}"
@@ -160,8 +140,8 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
         .expect("publisher connects");
     let mut sub = PyClient::whep_subscribe("sub-n3", &n3.at("/whep/lossy"), 6.0).expect("sub");
     assert_decodes(&mut sub, "subscriber behind a 50 ms / 2% loss link");
-    let nacked = relay_metric(n3, "kaskade_relay_nacks_sent_total", "n1");
-    let resent = relay_metric(n1, "kaskade_relay_retransmits_total", "n3");
+    let nacked = relay_metric(None, n3, "kaskade_relay_nacks_sent_total", "n1");
+    let resent = relay_metric(None, n1, "kaskade_relay_retransmits_total", "n3");
     eprintln!("impaired link: rtt {rtt:.3} s, {nacked} seqs NACKed by n3, {resent} resent by n1");
     assert!(nacked > 0.0, "no relay NACKs despite 2% loss");
     assert!(resent > 0.0, "n1 answered no relay NACK");
@@ -185,7 +165,7 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
         .expect("watcher decodes");
     proxy.proc.stop();
     poll_until("n1 notices the cut link", Duration::from_secs(20), || {
-        let up = relay_metric(n1, "kaskade_relay_link_up", "n3");
+        let up = relay_metric(None, n1, "kaskade_relay_link_up", "n3");
         (up == 0.0).then_some(()).ok_or(format!("link_up {up}"))
     })
     .unwrap();
@@ -197,7 +177,7 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
     let _proxy =
         ImpairProxy::start(impair_bin!(), proxy_addr, &n3_relay, &flags).expect("proxy restarts");
     poll_until("n1 relinks to n3", Duration::from_secs(20), || {
-        let up = relay_metric(n1, "kaskade_relay_link_up", "n3");
+        let up = relay_metric(None, n1, "kaskade_relay_link_up", "n3");
         (up == 1.0).then_some(()).ok_or(format!("link_up {up}"))
     })
     .unwrap();
@@ -219,7 +199,7 @@ fn an_impaired_link_recovers_by_nack_and_a_cut_link_reconnects() {
             )
         });
     assert!(
-        relay_metric(n1, "kaskade_relay_connects_total", "n3") >= 2.0,
+        relay_metric(None, n1, "kaskade_relay_connects_total", "n3") >= 2.0,
         "the link was not re-established"
     );
 }

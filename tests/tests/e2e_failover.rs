@@ -9,7 +9,9 @@
 
 use kaskade_tests::clients::{final_result, num};
 use kaskade_tests::etcd::EtcdProcess;
-use kaskade_tests::mesh::{MeshNodeSpec, TempDir, make_certs, start_etcd_node};
+use kaskade_tests::mesh::{
+    MeshNodeSpec, TempDir, make_certs, relay_metric, start_etcd_node, wait_all_linked,
+};
 use kaskade_tests::ws::WsConn;
 use kaskade_tests::{NodeProcess, PyClient, Spawned, heavy_test_lock, node_bin, poll_until};
 use serde_json::{Value, json};
@@ -19,13 +21,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// The failover target for subscribers behind a dead relay node is 1 s from the kill; the
 /// assertion leaves room for a loaded CI machine and the frame interval.
 const RELAY_FAILOVER_LIMIT_MS: f64 = 2000.0;
-
-fn relay_metric(node: &NodeProcess, name: &str, peer: &str) -> f64 {
-    node.metric(name, &[("peer", peer)])
-        .ok()
-        .flatten()
-        .unwrap_or(0.0)
-}
 
 /// Starts the four nodes n1, n2 (site a) and n3, n4 (site b) on 127.0.0.51–54 and waits until
 /// every node links every other (found through the registry: no static peers).
@@ -43,22 +38,7 @@ fn start_two_sites(etcd: &EtcdProcess, certs: &TempDir) -> Vec<NodeProcess> {
                 .expect("node starts")
         })
         .collect();
-    let ids = ["n1", "n2", "n3", "n4"];
-    poll_until(
-        "all relay links up (peers found in etcd)",
-        Duration::from_secs(20),
-        || {
-            for (node, me) in nodes.iter().zip(ids) {
-                for peer in ids.iter().filter(|p| **p != me) {
-                    if relay_metric(node, "kaskade_relay_link_up", peer) != 1.0 {
-                        return Err(format!("{me} -> {peer} not up"));
-                    }
-                }
-            }
-            Ok(())
-        },
-    )
-    .unwrap();
+    wait_all_linked(None, &nodes, &["n1", "n2", "n3", "n4"]);
     nodes
 }
 
@@ -136,6 +116,7 @@ fn subscribers_behind_a_killed_relay_node_get_media_back_within_a_second() {
     }
     assert!(
         relay_metric(
+            None,
             &nodes[3],
             "kaskade_relay_media_packets_received_total",
             "n3"
@@ -143,6 +124,7 @@ fn subscribers_behind_a_killed_relay_node_get_media_back_within_a_second() {
         "n4 must be fed through n3 before the kill"
     );
     let from_n1_before = relay_metric(
+        None,
         &nodes[3],
         "kaskade_relay_media_packets_received_total",
         "n1",
@@ -161,6 +143,7 @@ fn subscribers_behind_a_killed_relay_node_get_media_back_within_a_second() {
         gaps.push(num(&r, "max_video_gap_ms"));
     }
     let from_n1 = relay_metric(
+        None,
         &nodes[3],
         "kaskade_relay_media_packets_received_total",
         "n1",

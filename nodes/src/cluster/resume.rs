@@ -62,8 +62,7 @@ impl ResumeKeys {
             return Err("token is for another room".into());
         }
         let id = data.claims.sub;
-        if !(id.starts_with('p') && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
-        {
+        if !ParticipantId::is_well_formed(&id) {
             return Err("token names an invalid participant".into());
         }
         Ok(ResumeClaim {

@@ -259,9 +259,10 @@ async fn subscribe(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if publisher.as_ref().is_some_and(|p| {
-        p.0.is_empty() || p.0.len() > 64 || !p.0.bytes().all(|b| b.is_ascii_alphanumeric())
-    }) {
+    if publisher
+        .as_ref()
+        .is_some_and(|p| !ParticipantId::is_well_formed(&p.0))
+    {
         return text(StatusCode::BAD_REQUEST, "invalid publisher id");
     }
     let path = match &publisher {
