@@ -1,4 +1,3 @@
 //! Kaskade's benchmarks and load generator.
 
-pub mod impair;
 pub mod node_process;

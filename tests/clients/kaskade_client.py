@@ -45,6 +45,10 @@ AUDIO_RATE = 48000
 AUDIO_PTIME = 0.020
 # How long after a track's first frame its "steady" frame rate starts being measured.
 STEADY_AFTER = 1.0
+# A gap between two decoded frames this long (s) counts as a stall and is listed.
+STALL_S = 0.2
+# Stalls listed per track at most (a broken stream would otherwise grow the list forever).
+MAX_STALLS = 100
 TONE_HZ = 400  # 48000 / 400 = 120 samples a period: one 20 ms frame holds exactly 8 periods
 
 
@@ -213,6 +217,8 @@ class TrackCounter:
     # Longest time between two consecutive decoded frames (a stall: failover, loss), in seconds.
     max_gap: float = 0.0
     max_gap_ended_at: Optional[float] = None
+    # Every stall of at least STALL_S: (length s, time.monotonic() of the frame that ended it).
+    stalls: list = field(default_factory=list)
 
     def fps(self, until: Optional[float] = None) -> float:
         """Frames after the first one divided by the time from the first frame to `until` (default:
@@ -259,9 +265,13 @@ class Receiver:
             counter.frames += 1
             if counter.first_at is None:
                 counter.first_at = now
-            elif counter.last_at is not None and now - counter.last_at > counter.max_gap:
-                counter.max_gap = now - counter.last_at
-                counter.max_gap_ended_at = now
+            elif counter.last_at is not None:
+                gap = now - counter.last_at
+                if gap > counter.max_gap:
+                    counter.max_gap = gap
+                    counter.max_gap_ended_at = now
+                if gap >= STALL_S and len(counter.stalls) < MAX_STALLS:
+                    counter.stalls.append((gap, now))
             counter.last_at = now
             if counter.steady_at is None and now >= counter.first_at + STEADY_AFTER:
                 counter.steady_at = now

@@ -13,6 +13,9 @@ window starts), then one final JSON line (exit code 0 even when nothing was deco
 asserts):
   {"event":"result","video_frames":n,"video_fps":x,"video_fps_steady":x,"audio_frames":n,
    "width":w,"height":h,"max_video_gap_ms":n (longest stall between two decoded video frames),
+   "video_stalls":[[ms, ended_s], ...] (every stall of >= 200 ms: its length and when it ended,
+   i.e. the first frame after it, in seconds of CLOCK_MONOTONIC — the clock Rust's Instant
+   reads, so a harness can time "kill -> first frame again"),
    "served_by":"the WHEP URL after placement redirects",
    "location":"...","connection_state":"...","first_frame_after_s":x|null,"delete_status":s}
 or, when the session could not be set up (exit code 2):
@@ -95,6 +98,7 @@ async def run(args) -> int:
         connection_state=pc.connectionState,
         first_frame_after_s=round(first_after, 3) if first_after is not None else None,
         max_video_gap_ms=round(video.max_gap * 1000) if video else 0,
+        video_stalls=[[round(g * 1000), round(t, 4)] for g, t in video.stalls] if video else [],
         served_by=resp.headers.get("x-final-url", args.url),
     )
     await rx.stop()

@@ -171,7 +171,7 @@ pub fn start_mesh(
         .collect()
 }
 
-/// The UDP impairment proxy (`bench/src/impair.rs`) as a child process.
+/// The UDP impairment proxy (`tests/src/impair.rs`) as a child process.
 pub struct ImpairProxy {
     pub proc: Spawned,
     pub listen: String,

@@ -9,11 +9,12 @@
 
 use kaskade_tests::clients::{final_result, num};
 use kaskade_tests::etcd::EtcdProcess;
-use kaskade_tests::mesh::{
-    MeshNodeSpec, TempDir, make_certs, relay_metric, start_etcd_node, wait_all_linked,
+use kaskade_tests::failover_relay::{
+    TwoSiteAddrs, relay_node_killed, start_two_sites, two_site_certs, wait_frames_grow, whep_watch,
 };
+use kaskade_tests::mesh::TempDir;
 use kaskade_tests::ws::WsConn;
-use kaskade_tests::{NodeProcess, PyClient, Spawned, heavy_test_lock, node_bin, poll_until};
+use kaskade_tests::{NodeProcess, PyClient, heavy_test_lock, node_bin, poll_until};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -22,144 +23,38 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// assertion leaves room for a loaded CI machine and the frame interval.
 const RELAY_FAILOVER_LIMIT_MS: f64 = 2000.0;
 
-/// Starts the four nodes n1, n2 (site a) and n3, n4 (site b) on 127.0.0.51–54 and waits until
-/// every node links every other (found through the registry: no static peers).
-fn start_two_sites(etcd: &EtcdProcess, certs: &TempDir) -> Vec<NodeProcess> {
-    let specs = [
-        MeshNodeSpec::new("n1", "a", "127.0.0.51"),
-        MeshNodeSpec::new("n2", "a", "127.0.0.52"),
-        MeshNodeSpec::new("n3", "b", "127.0.0.53"),
-        MeshNodeSpec::new("n4", "b", "127.0.0.54"),
-    ];
-    let nodes: Vec<NodeProcess> = specs
-        .iter()
-        .map(|s| {
-            start_etcd_node(None, node_bin!(), s, &certs.0, &etcd.client_url(), &[])
-                .expect("node starts")
-        })
-        .collect();
-    wait_all_linked(None, &nodes, &["n1", "n2", "n3", "n4"]);
-    nodes
-}
-
-fn whep_watch(name: &str, url: &str, seconds: f64) -> Spawned {
-    PyClient::spawn(
-        name,
-        "whep_subscribe.py",
-        &[
-            "--url",
-            url,
-            "--seconds",
-            &seconds.to_string(),
-            "--progress",
-            "--progress-interval",
-            "0.1",
-        ],
-        None,
-    )
-    .expect("whep subscriber starts")
-}
-
-/// The latest `frames` progress line's video count of a subscriber.
-fn video_frames(sub: &Spawned) -> f64 {
-    sub.events("frames")
-        .last()
-        .map(|e| num(e, "video"))
-        .unwrap_or(0.0)
-}
-
-/// Waits until `sub`'s video count grows past what it is now.
-fn wait_frames_grow(sub: &Spawned, what: &str, timeout: Duration) {
-    let base = video_frames(sub);
-    poll_until(what, timeout, || {
-        let now = video_frames(sub);
-        if now > base + 5.0 {
-            Ok(())
-        } else {
-            Err(format!("video frames {now} (was {base})"))
-        }
-    })
-    .unwrap();
-}
-
 fn certs_for(tag: &str) -> TempDir {
-    let certs = TempDir::new(tag);
-    make_certs(node_bin!(), &certs.0, &["n1", "n2", "n3", "n4"]).expect("certs");
-    certs
+    two_site_certs(node_bin!(), tag).expect("certs")
+}
+
+/// The four nodes n1, n2 (site a) and n3, n4 (site b) on 127.0.0.`last`1–4, all linked.
+fn two_sites(etcd: &EtcdProcess, certs: &TempDir, prefix: &str) -> Vec<NodeProcess> {
+    start_two_sites(
+        node_bin!(),
+        etcd,
+        certs,
+        &TwoSiteAddrs::from_prefix(prefix).nodes,
+    )
+    .expect("four nodes start and link")
 }
 
 #[test]
 fn subscribers_behind_a_killed_relay_node_get_media_back_within_a_second() {
     let _heavy = heavy_test_lock();
-    let etcd = EtcdProcess::start("127.0.0.50");
-    let certs = certs_for("failover-relay-certs");
-    let mut nodes = start_two_sites(&etcd, &certs);
-
-    let publisher =
-        PyClient::whip_publish("pub-n1", &nodes[0].at("/whip/class"), 90.0).expect("publisher");
-    publisher
-        .wait_event("publishing", Duration::from_secs(30))
-        .expect("publisher connects");
-    // The first site-b subscriber makes n3 the site's relay; n4's subscribers are then fed
-    // through n3.
-    let on_n3 = whep_watch("sub-n3", &nodes[2].at("/whep/class"), 60.0);
-    on_n3
-        .wait_event("first_frame", Duration::from_secs(30))
-        .expect("n3 subscriber decodes");
-    let mut behind: Vec<Spawned> = (0..2)
-        .map(|i| whep_watch(&format!("sub-n4-{i}"), &nodes[3].at("/whep/class"), 12.0))
-        .collect();
-    for s in &behind {
-        s.wait_event("first_frame", Duration::from_secs(30))
-            .expect("n4 subscriber decodes");
-        wait_frames_grow(s, "n4 subscriber receiving", Duration::from_secs(10));
-    }
-    assert!(
-        relay_metric(
-            None,
-            &nodes[3],
-            "kaskade_relay_media_packets_received_total",
-            "n3"
-        ) > 0.0,
-        "n4 must be fed through n3 before the kill"
-    );
-    let from_n1_before = relay_metric(
-        None,
-        &nodes[3],
-        "kaskade_relay_media_packets_received_total",
-        "n1",
-    );
-
-    let killed_at = Instant::now();
-    nodes[2].proc.kill9();
-    // With no action by the subscribers, n4 re-routes to the origin.
-    for s in &behind {
-        wait_frames_grow(s, "n4 subscriber receiving again", Duration::from_secs(10));
-    }
-    let resumed_after = killed_at.elapsed();
-    let mut gaps = Vec::new();
-    for (i, s) in behind.iter_mut().enumerate() {
-        let r = final_result(s, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("sub-n4-{i}: {e}"));
-        gaps.push(num(&r, "max_video_gap_ms"));
-    }
-    let from_n1 = relay_metric(
-        None,
-        &nodes[3],
-        "kaskade_relay_media_packets_received_total",
-        "n1",
-    );
+    let outcome = relay_node_killed(node_bin!(), &TwoSiteAddrs::from_prefix("127.0.0.5"), 2)
+        .expect("the relay-kill scenario runs");
     eprintln!(
-        "relay failover: longest video stall of n4's subscribers {gaps:?} ms (seen resumed by the test {} ms after the kill)",
-        resumed_after.as_millis()
+        "relay failover: kill -> first frame again {:?} ms; longest stalls {:?} ms",
+        outcome.kill_to_frame_ms, outcome.longest_stall_ms
     );
     assert!(
-        from_n1 > from_n1_before,
+        outcome.rerouted_to_origin,
         "after n3 died n4 must take the tracks from n1 directly"
     );
-    for gap in &gaps {
+    for ms in &outcome.kill_to_frame_ms {
         assert!(
-            *gap <= RELAY_FAILOVER_LIMIT_MS,
-            "a subscriber behind the dead relay stalled {gap} ms (limit {RELAY_FAILOVER_LIMIT_MS})"
+            *ms <= RELAY_FAILOVER_LIMIT_MS,
+            "a subscriber behind the dead relay decoded again only {ms} ms after the kill (limit {RELAY_FAILOVER_LIMIT_MS})"
         );
     }
 }
@@ -169,7 +64,7 @@ fn a_whole_site_dies_and_the_other_site_keeps_receiving() {
     let _heavy = heavy_test_lock();
     let etcd = EtcdProcess::start("127.0.0.55");
     let certs = certs_for("failover-site-certs");
-    let mut nodes = start_two_sites(&etcd, &certs);
+    let mut nodes = two_sites(&etcd, &certs, "127.0.0.5");
 
     // Site a: a publisher on n1 watched on n2. Site b: a publisher on n3 watched on n4 and n2.
     let pub_a = PyClient::whip_publish("pub-a", &nodes[0].at("/whip/room"), 90.0).expect("pub a");
@@ -188,7 +83,8 @@ fn a_whole_site_dies_and_the_other_site_keeps_receiving() {
         "sub-n2-a",
         &nodes[1].at(&format!("/whep/room/{a_id}")),
         14.0,
-    );
+    )
+    .expect("site-a subscriber starts");
     watch_a
         .wait_event("first_frame", Duration::from_secs(30))
         .expect("site-a subscriber decodes");
@@ -196,7 +92,8 @@ fn a_whole_site_dies_and_the_other_site_keeps_receiving() {
         &watch_a,
         "site-a subscriber receiving",
         Duration::from_secs(10),
-    );
+    )
+    .unwrap();
     poll_until(
         "n2's room lists both publishers",
         Duration::from_secs(10),
@@ -219,7 +116,8 @@ fn a_whole_site_dies_and_the_other_site_keeps_receiving() {
         &watch_a,
         "site-a subscriber receiving after site b died",
         Duration::from_secs(5),
-    );
+    )
+    .unwrap();
     poll_until(
         "site b's tracks gone from the room on n2",
         Duration::from_secs(20),
@@ -266,17 +164,18 @@ fn forwarding_survives_an_etcd_outage_and_new_rooms_wait_for_it() {
     let _heavy = heavy_test_lock();
     let mut etcd = EtcdProcess::start("127.0.0.56");
     let certs = certs_for("failover-etcd-certs");
-    let nodes = start_two_sites(&etcd, &certs);
+    let nodes = two_sites(&etcd, &certs, "127.0.0.5");
 
     let publisher =
         PyClient::whip_publish("pub-n1", &nodes[0].at("/whip/live"), 90.0).expect("publisher");
     publisher
         .wait_event("publishing", Duration::from_secs(30))
         .expect("publisher connects");
-    let mut sub = whep_watch("sub-n3", &nodes[2].at("/whep/live"), 22.0);
+    let mut sub =
+        whep_watch("sub-n3", &nodes[2].at("/whep/live"), 22.0).expect("subscriber starts");
     sub.wait_event("first_frame", Duration::from_secs(30))
         .expect("subscriber decodes");
-    wait_frames_grow(&sub, "subscriber receiving", Duration::from_secs(10));
+    wait_frames_grow(&sub, "subscriber receiving", Duration::from_secs(10)).unwrap();
 
     etcd.stop();
     let stopped_at = Instant::now();
@@ -303,14 +202,16 @@ fn forwarding_survives_an_etcd_outage_and_new_rooms_wait_for_it() {
         &sub,
         "subscriber receiving during the outage",
         Duration::from_secs(3),
-    );
+    )
+    .unwrap();
     let outage = Duration::from_secs(10).saturating_sub(stopped_at.elapsed());
     std::thread::sleep(outage); // the outage itself is the scenario, not a synchronisation
     wait_frames_grow(
         &sub,
         "subscriber receiving at the end of the outage",
         Duration::from_secs(3),
-    );
+    )
+    .unwrap();
     etcd.restart();
     poll_until(
         "new rooms accepted again after etcd is back",

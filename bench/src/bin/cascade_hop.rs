@@ -3,7 +3,7 @@
 //!
 //! The binary starts two `kaskade` nodes itself: n1 (site a) on 127.0.0.51 and n3 (site b) on
 //! 127.0.0.53, with certificates from `kaskade certs` in a temporary directory and each other as
-//! `--peer`. With `--link-delay-ms D` the user-space impairment proxy ([`kaskade_bench::impair`])
+//! `--peer`. With `--link-delay-ms D` the user-space impairment proxy ([`kaskade_tests::impair`])
 //! runs in-process on 127.0.0.55:7100 with D ms one-way delay per direction, and n1 (the lower
 //! id, which dials) reaches n3 through it.
 //!
@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use kaskade_bench::impair::{ImpairConfig, ImpairProxy, run_proxy};
 use kaskade_bench::node_process::{NodeProcess, ScratchDir, make_certs, wait_until};
+use kaskade_tests::impair::{ImpairConfig, ImpairProxy, run_proxy};
 use serde_json::json;
 
 // The WebRTC client is compiled into this binary only, not into the `kaskade_bench` library:

@@ -2,5 +2,5 @@
 //! `impair-proxy`, built by `cargo test` so that tests can find it through
 //! `CARGO_BIN_EXE_kaskade-e2e-impair`.
 fn main() -> anyhow::Result<()> {
-    Ok(kaskade_bench::impair::main_from_args()?)
+    Ok(kaskade_tests::impair::main_from_args()?)
 }
