@@ -41,6 +41,10 @@ impl ControlPlane for AnyControlPlane {
         dispatch!(self, cp => cp.keep_alive(lease, node).await)
     }
 
+    async fn revoke_lease(&self, lease: &Lease) -> Result<(), ControlError> {
+        dispatch!(self, cp => cp.revoke_lease(lease).await)
+    }
+
     async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ControlError> {
         dispatch!(self, cp => cp.live_nodes().await)
     }

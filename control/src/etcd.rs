@@ -1,6 +1,7 @@
 //! Owns: `EtcdControlPlane`, the mesh backend of [`ControlPlane`] on etcd v3 (`etcd-client`).
 //! Nodes register under etcd leases, so a node that stops keeping its lease alive disappears —
-//! with its room placements and room shares — without anyone cleaning up after it.
+//! with its room placements and room shares — without anyone cleaning up after it, and a node
+//! that exits cleanly revokes its lease so they disappear at once.
 //!
 //! Key layout, all under [`EtcdOptions::prefix`] (default [`DEFAULT_PREFIX`], `/kaskade/`):
 //!
@@ -13,22 +14,28 @@
 //! `<room>` is a validated [`RoomName`] (`[A-Za-z0-9._-]{1,64}`); node ids and sites are opaque
 //! but may not contain `/` (refused with [`ControlError::Malformed`]), so every key parses back.
 //!
+//! Several endpoints (the members of one etcd cluster) are used one at a time with failover
+//! (`members`: a request that meets a dead, hung or leaderless member moves on to the next one).
 //! Every request is bounded by [`EtcdOptions::request_timeout`] and fails with
-//! [`ControlError::Unavailable`] when etcd does not answer in time. [`ControlPlane::watch_nodes`]
+//! [`ControlError::Unavailable`] when no member answers in time. [`ControlPlane::watch_nodes`]
 //! is fed by one background task per `EtcdControlPlane` (a get of `nodes/` followed by a watch
-//! from the next revision, probed with progress requests); while etcd is unreachable the view
-//! keeps its last nodes with `reachable: false`, and the task re-syncs once etcd answers again.
-//! The task stops when the `EtcdControlPlane` is dropped.
+//! from the next revision on the member in use, probed with progress requests); when that member
+//! fails the task re-syncs on the next one, while etcd as a whole is unreachable the view keeps
+//! its last nodes with `reachable: false`, and the task re-syncs once etcd answers again. The
+//! task stops when the `EtcdControlPlane` is dropped.
+
+mod members;
 
 use crate::placement::{accepts_placements, choose_node};
 use crate::{ControlError, ControlPlane, Lease, NodeId, NodeRecord, NodeView, RoomShare};
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn,
-    TxnOp, TxnOpResponse, WatchOptions,
+    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
 use kaskade_proto::RoomName;
+use members::{CallError, Failure, Members, bounded};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,7 +45,7 @@ use tracing::{debug, info, warn};
 /// The key prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "/kaskade/";
 
-/// Pause between two attempts of the node watcher to reach etcd again.
+/// Pause of the node watcher after a round in which no member could be followed.
 const WATCH_RETRY: Duration = Duration::from_millis(300);
 /// How often the node watcher asks etcd to prove its watch stream is alive.
 const WATCH_PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -48,7 +55,8 @@ const PLACEMENT_ATTEMPTS: usize = 5;
 /// How to reach etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdOptions {
-    /// Client URLs, e.g. `http://127.0.0.1:2379`.
+    /// Client URLs of the members of one etcd cluster, e.g. `http://127.0.0.1:2379`. Used one
+    /// at a time: the first until a request fails on it, then the next (see `members`).
     pub endpoints: Vec<String>,
     /// Key prefix of this mesh (several meshes may share one etcd). A missing trailing `/` is
     /// added; an empty prefix means [`DEFAULT_PREFIX`].
@@ -67,35 +75,7 @@ impl Default for EtcdOptions {
     }
 }
 
-/// Why one etcd request failed (internal; mapped to [`ControlError`] at the trait boundary).
-#[derive(Debug, thiserror::Error)]
-enum CallError {
-    #[error("{what}: etcd did not answer within {limit:?}")]
-    Timeout { what: &'static str, limit: Duration },
-    #[error("{what}: {source}")]
-    Etcd {
-        what: &'static str,
-        source: etcd_client::Error,
-    },
-    #[error("{0}")]
-    Stream(String),
-}
-
 impl CallError {
-    /// Whether etcd said the lease is unknown (expired, revoked or never granted).
-    fn is_lease_not_found(&self) -> bool {
-        match self {
-            Self::Etcd { source, .. } => match source {
-                etcd_client::Error::GRpcStatus(status) => {
-                    status.message().contains("lease not found")
-                }
-                etcd_client::Error::LeaseKeepAliveError(msg) => msg.contains("lease not found"),
-                _ => false,
-            },
-            _ => false,
-        }
-    }
-
     fn unavailable(self) -> ControlError {
         ControlError::Unavailable(self.to_string())
     }
@@ -107,19 +87,6 @@ impl CallError {
         } else {
             self.unavailable()
         }
-    }
-}
-
-/// Runs one etcd request, bounded by `limit`.
-async fn bounded<T>(
-    what: &'static str,
-    limit: Duration,
-    call: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, CallError> {
-    match timeout(limit, call).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(CallError::Etcd { what, source }),
-        Err(_) => Err(CallError::Timeout { what, limit }),
     }
 }
 
@@ -222,10 +189,9 @@ fn txn_get(responses: &[TxnOpResponse], index: usize) -> &[KeyValue] {
 }
 
 pub struct EtcdControlPlane {
-    /// Boxed: the client is several KiB, and callers keep this in enums next to small backends.
-    client: Box<Client>,
+    /// One client per member, the member in use, failover. Shared with the node watcher.
+    members: Arc<Members>,
     keys: Keys,
-    request_timeout: Duration,
     view: watch::Receiver<NodeView>,
     watcher: JoinHandle<()>,
     /// The record last written under each lease, so an unchanged keep-alive writes nothing.
@@ -240,7 +206,7 @@ impl Drop for EtcdControlPlane {
 
 impl EtcdControlPlane {
     /// Connects to etcd and starts following the node list. Fails with
-    /// [`ControlError::Unavailable`] when no endpoint is given or etcd does not answer within the
+    /// [`ControlError::Unavailable`] when no endpoint is given or no member answers within the
     /// request timeout.
     pub async fn connect(options: EtcdOptions) -> Result<Self, ControlError> {
         if options.endpoints.is_empty() {
@@ -250,34 +216,32 @@ impl EtcdControlPlane {
         }
         let keys = Keys::new(&options.prefix);
         let limit = options.request_timeout;
-        let connect_options = ConnectOptions::new().with_connect_timeout(limit);
-        let client = bounded(
-            "connect",
-            limit,
-            Client::connect(&options.endpoints, Some(connect_options)),
-        )
-        .await
-        .map_err(CallError::unavailable)?;
-        // One round trip now, so a wrong address fails at start-up rather than on first use.
-        bounded(
-            "probe",
-            limit,
-            client.kv_client().get(
-                keys.nodes(),
-                Some(GetOptions::new().with_prefix().with_limit(1)),
-            ),
-        )
-        .await
-        .map_err(CallError::unavailable)?;
+        let members = Arc::new(
+            Members::new(&options.endpoints, limit)
+                .await
+                .map_err(CallError::unavailable)?,
+        );
+        // One round trip now, so wrong addresses fail at start-up rather than on first use.
+        let probe = keys.nodes();
+        members
+            .call("probe", |mut client| {
+                let key = probe.clone();
+                async move {
+                    client
+                        .get(key, Some(GetOptions::new().with_prefix().with_limit(1)))
+                        .await
+                }
+            })
+            .await
+            .map_err(CallError::unavailable)?;
 
         let (tx, view) = watch::channel(NodeView::default());
-        let watcher = tokio::spawn(follow_nodes(client.clone(), keys.clone(), limit, tx));
+        let watcher = tokio::spawn(follow_nodes(members.clone(), keys.clone(), tx));
         // Built before any further await, so the watcher is aborted even if this future is
         // dropped midway.
         let mut cp = Self {
-            client: Box::new(client),
+            members,
             keys,
-            request_timeout: limit,
             view,
             watcher,
             written: Mutex::new(HashMap::new()),
@@ -286,13 +250,18 @@ impl EtcdControlPlane {
         // slower than that, the view simply starts out unreachable.
         let _ = timeout(limit, cp.view.wait_for(|v| v.reachable)).await;
         cp.view.mark_unchanged();
-        info!(endpoints = ?options.endpoints, prefix = %cp.keys.prefix, "connected to etcd");
+        info!(endpoints = ?options.endpoints, in_use = %cp.endpoint_in_use(), prefix = %cp.keys.prefix, "connected to etcd");
         Ok(cp)
     }
 
     /// The key prefix in use (normalised to end with `/`).
     pub fn prefix(&self) -> &str {
         &self.keys.prefix
+    }
+
+    /// The endpoint requests go to now: the first one given, until it fails a request.
+    pub fn endpoint_in_use(&self) -> &str {
+        self.members.url(self.members.current())
     }
 
     fn written(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NodeRecord>> {
@@ -306,14 +275,32 @@ impl EtcdControlPlane {
         prefix: bool,
     ) -> Result<Vec<KeyValue>, ControlError> {
         let options = prefix.then(|| GetOptions::new().with_prefix());
-        let mut resp = bounded(
-            what,
-            self.request_timeout,
-            self.client.kv_client().get(key, options),
-        )
-        .await
-        .map_err(CallError::unavailable)?;
+        let mut resp = self
+            .members
+            .call(what, |mut client| {
+                let (key, options) = (key.clone(), options.clone());
+                async move { client.get(key, options).await }
+            })
+            .await
+            .map_err(CallError::unavailable)?;
         Ok(resp.take_kvs())
+    }
+
+    async fn put(
+        &self,
+        what: &'static str,
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<(), CallError> {
+        self.members
+            .call(what, |mut client| {
+                let (key, value) = (key.clone(), value.clone());
+                let options = PutOptions::new().with_lease(lease);
+                async move { client.put(key, value, Some(options)).await }
+            })
+            .await
+            .map(drop)
     }
 
     async fn txn(
@@ -321,7 +308,21 @@ impl EtcdControlPlane {
         what: &'static str,
         txn: Txn,
     ) -> Result<etcd_client::TxnResponse, CallError> {
-        bounded(what, self.request_timeout, self.client.kv_client().txn(txn)).await
+        self.members
+            .call(what, |mut client| {
+                let txn = txn.clone();
+                async move { client.txn(txn).await }
+            })
+            .await
+    }
+
+    async fn revoke(&self, what: &'static str, lease: i64) -> Result<(), CallError> {
+        self.members
+            .call(what, |mut client| async move {
+                client.lease_revoke(lease).await
+            })
+            .await
+            .map(drop)
     }
 
     /// Writes `node`'s record under `lease` unless it was registered again under another lease
@@ -352,15 +353,9 @@ impl EtcdControlPlane {
                 return Err(ControlError::LeaseExpired(lease.id));
             }
             // The record was deleted behind our back while the lease lives: write it again.
-            bounded(
-                "recreate node record",
-                self.request_timeout,
-                self.client
-                    .kv_client()
-                    .put(key, value, Some(PutOptions::new().with_lease(id))),
-            )
-            .await
-            .map_err(|e| e.under_lease(lease.id))?;
+            self.put("recreate node record", key, value, id)
+                .await
+                .map_err(|e| e.under_lease(lease.id))?;
         }
         self.written().insert(lease.id, node.clone());
         Ok(())
@@ -381,35 +376,23 @@ impl ControlPlane for EtcdControlPlane {
         let secs = ttl
             .as_secs()
             .saturating_add(u64::from(ttl.subsec_nanos() > 0))
-            .clamp(1, i64::MAX as u64);
-        let grant = bounded(
-            "grant lease",
-            self.request_timeout,
-            self.client.lease_client().grant(secs as i64, None),
-        )
-        .await
-        .map_err(CallError::unavailable)?;
+            .clamp(1, i64::MAX as u64) as i64;
+        let grant = self
+            .members
+            .call("grant lease", |mut client| async move {
+                client.lease_grant(secs, None).await
+            })
+            .await
+            .map_err(CallError::unavailable)?;
         let id = grant.id();
-        bounded(
-            "put node record",
-            self.request_timeout,
-            self.client
-                .kv_client()
-                .put(key, value, Some(PutOptions::new().with_lease(id))),
-        )
-        .await
-        .map_err(|e| e.under_lease(id as u64))?;
+        self.put("put node record", key, value, id)
+            .await
+            .map_err(|e| e.under_lease(id as u64))?;
         if previous != 0 && previous != id {
             // An earlier registration of this id (e.g. before a restart): its shares and
             // placements describe a process that is gone, so let them go with its lease.
-            match bounded(
-                "revoke previous lease",
-                self.request_timeout,
-                self.client.lease_client().revoke(previous),
-            )
-            .await
-            {
-                Ok(_) => debug!(node = %node.id, lease = previous, "revoked previous lease"),
+            match self.revoke("revoke previous lease", previous).await {
+                Ok(()) => debug!(node = %node.id, lease = previous, "revoked previous lease"),
                 Err(e) if e.is_lease_not_found() => {}
                 Err(e) => {
                     warn!(node = %node.id, lease = previous, error = %e, "could not revoke previous lease")
@@ -432,15 +415,16 @@ impl ControlPlane for EtcdControlPlane {
     async fn keep_alive(&self, lease: &Lease, node: NodeRecord) -> Result<(), ControlError> {
         check_node(&node)?;
         let id = lease_id(lease)?;
-        let kept = bounded(
-            "keep lease alive",
-            self.request_timeout,
-            self.client.lease_client().keep_alive(id),
-        )
-        .await;
+        // One keep-alive exchange per call, on whichever member answers: the stream is opened,
+        // its first answer awaited (etcd-client does that), and dropped with the keeper.
+        let kept = self
+            .members
+            .call("keep lease alive", |mut client| async move {
+                client.lease_keep_alive(id).await.map(drop)
+            })
+            .await;
         match kept {
-            // Dropping the keeper and its stream ends this one-shot keep-alive exchange.
-            Ok((_keeper, _stream)) => {}
+            Ok(()) => {}
             Err(e) if e.is_lease_not_found() => {
                 self.written().remove(&lease.id);
                 info!(node = %node.id, lease = id, "lease expired");
@@ -456,6 +440,26 @@ impl ControlPlane for EtcdControlPlane {
             self.written().remove(&lease.id);
         }
         result
+    }
+
+    async fn revoke_lease(&self, lease: &Lease) -> Result<(), ControlError> {
+        let Ok(id) = i64::try_from(lease.id) else {
+            // Not a lease etcd could have granted: nothing to end.
+            return Ok(());
+        };
+        let node = self.written().remove(&lease.id).map(|n| n.id);
+        let node = node.as_deref().unwrap_or("-");
+        match self.revoke("revoke lease", id).await {
+            Ok(()) => {
+                info!(node = %node, lease = id, "revoked lease: the node's record, placements and room shares are gone");
+                Ok(())
+            }
+            Err(e) if e.is_lease_not_found() => {
+                debug!(node = %node, lease = id, "lease to revoke was already gone");
+                Ok(())
+            }
+            Err(e) => Err(e.unavailable()),
+        }
     }
 
     async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ControlError> {
@@ -601,14 +605,11 @@ impl ControlPlane for EtcdControlPlane {
         check_key_part("node id", &share.node)?;
         let id = lease_id(lease)?;
         let value = to_json(&share)?;
-        bounded(
+        self.put(
             "publish room share",
-            self.request_timeout,
-            self.client.kv_client().put(
-                self.keys.share(room, &share.node),
-                value,
-                Some(PutOptions::new().with_lease(id)),
-            ),
+            self.keys.share(room, &share.node),
+            value,
+            id,
         )
         .await
         .map_err(|e| e.under_lease(lease.id))?;
@@ -618,15 +619,14 @@ impl ControlPlane for EtcdControlPlane {
 
     async fn withdraw_room_share(&self, room: &RoomName, node: &str) -> Result<(), ControlError> {
         check_key_part("node id", node)?;
-        bounded(
-            "withdraw room share",
-            self.request_timeout,
-            self.client
-                .kv_client()
-                .delete(self.keys.share(room, node), None),
-        )
-        .await
-        .map_err(CallError::unavailable)?;
+        let key = self.keys.share(room, node);
+        self.members
+            .call("withdraw room share", |mut client| {
+                let key = key.clone();
+                async move { client.delete(key, None).await }
+            })
+            .await
+            .map_err(CallError::unavailable)?;
         debug!(room = %room.as_str(), node = %node, "withdrew room share");
         Ok(())
     }
@@ -656,41 +656,78 @@ impl ControlPlane for EtcdControlPlane {
     }
 }
 
-/// The node watcher: keeps `view` equal to the `nodes/` keys, marking it unreachable (but keeping
-/// its nodes) whenever etcd cannot be followed, and re-syncing when it can again. Runs until
-/// aborted.
-async fn follow_nodes(client: Client, keys: Keys, limit: Duration, view: watch::Sender<NodeView>) {
+/// The node watcher: keeps `view` equal to the `nodes/` keys by following one member — the
+/// member in use when it starts, and for as long as that member keeps answering (its own stream
+/// and progress probes decide, not other requests: a follower serves the watch even while the
+/// cluster elects a leader). When that member fails, it re-syncs on the member in use then (the
+/// next one) without touching the view; only when a whole round of members fails without any of
+/// them answering, or no member could be followed for a request timeout, is the view marked
+/// unreachable (keeping its nodes) — it is re-synced when a member can be followed again. Runs
+/// until aborted.
+async fn follow_nodes(members: Arc<Members>, keys: Keys, view: watch::Sender<NodeView>) {
+    let mut failed_in_round = 0;
+    let mut answered_in_round = false;
+    let mut down_since: Option<Instant> = None;
     loop {
-        let error = follow_nodes_once(&client, &keys, limit, &view).await;
-        let was_reachable = view.send_if_modified(|v| std::mem::replace(&mut v.reachable, false));
-        if was_reachable {
-            warn!(error = %error, "lost etcd; keeping the last known nodes until it is back");
-        } else {
-            debug!(error = %error, "etcd still unreachable");
+        let index = members.current();
+        let (error, established) = follow_nodes_once(&members, index, &keys, &view).await;
+        if established {
+            failed_in_round = 0;
+            answered_in_round = false;
+            down_since = None;
         }
-        sleep(WATCH_RETRY).await;
+        let since = *down_since.get_or_insert_with(Instant::now);
+        members.failed(index, &error);
+        failed_in_round += 1;
+        answered_in_round |= error.failure() == Failure::Busy;
+        let round_over = failed_in_round >= members.len();
+        if (round_over && !answered_in_round) || since.elapsed() >= members.request_limit() {
+            let was_reachable =
+                view.send_if_modified(|v| std::mem::replace(&mut v.reachable, false));
+            if was_reachable {
+                warn!(error = %error, "lost etcd; keeping the last known nodes until it is back");
+            } else {
+                debug!(error = %error, "etcd still unreachable");
+            }
+        } else if established {
+            info!(member = %members.url(index), error = %error, "node watch lost its etcd member; re-syncing on another");
+        } else {
+            debug!(member = %members.url(index), error = %error, "node watch could not follow this etcd member; trying the next");
+        }
+        if round_over {
+            failed_in_round = 0;
+            answered_in_round = false;
+            sleep(WATCH_RETRY).await;
+        }
     }
 }
 
-/// One get-then-watch session; returns why it ended.
+/// One get-then-watch session on member `index`; returns why it ended and whether it had been
+/// following (so a failure starts a new outage rather than continuing one).
 async fn follow_nodes_once(
-    client: &Client,
+    members: &Members,
+    index: usize,
     keys: &Keys,
-    limit: Duration,
     view: &watch::Sender<NodeView>,
-) -> CallError {
+) -> (CallError, bool) {
+    let failed = |error| (error, false);
+    let mut client = members.client(index);
+    let limit = members.attempt_limit();
     let prefix = keys.nodes();
+    // Serializable: read from this member's own state, which the watch below continues from, so
+    // a follower can be followed while the cluster elects a leader.
     let listed = bounded(
         "list nodes",
         limit,
-        client
-            .kv_client()
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+        client.get(
+            prefix.clone(),
+            Some(GetOptions::new().with_prefix().with_serializable()),
+        ),
     )
     .await;
     let listed = match listed {
         Ok(listed) => listed,
-        Err(e) => return e,
+        Err(e) => return failed(e),
     };
     let revision = listed.header().map(|h| h.revision()).unwrap_or(0);
     let mut nodes: BTreeMap<NodeId, NodeRecord> = listed
@@ -706,21 +743,25 @@ async fn follow_nodes_once(
     let stream = bounded(
         "watch nodes",
         limit,
-        client.watch_client().watch(prefix.clone(), Some(watch)),
+        client.watch(prefix.clone(), Some(watch)),
     )
     .await;
     let (mut requests, mut responses) = match stream {
         Ok(stream) => stream.split(),
-        Err(e) => return e,
+        Err(e) => return failed(e),
     };
     match bounded("watch nodes", limit, responses.message()).await {
         Ok(Some(first)) if first.created() && !first.canceled() => {}
         Ok(Some(first)) => {
-            return CallError::Stream(format!("node watch not created: {}", first.cancel_reason()));
+            return failed(CallError::Stream(format!(
+                "node watch not created: {}",
+                first.cancel_reason()
+            )));
         }
-        Ok(None) => return CallError::Stream("node watch closed at creation".into()),
-        Err(e) => return e,
+        Ok(None) => return failed(CallError::Stream("node watch closed at creation".into())),
+        Err(e) => return failed(e),
     }
+    let failed = |error| (error, true);
 
     let count = nodes.len();
     let came_back = view.send_if_modified(|v| {
@@ -730,11 +771,13 @@ async fn follow_nodes_once(
         changed
     });
     if came_back {
-        info!(nodes = count, revision, "following etcd node list");
+        info!(nodes = count, revision, member = %members.url(index), "following etcd node list");
+    } else {
+        debug!(nodes = count, revision, member = %members.url(index), "following etcd node list");
     }
 
-    // A progress request must be answered within `limit`, so a silent (half-open) connection is
-    // noticed even when no node changes.
+    // A progress request must be answered within the attempt limit, so a silent (half-open or
+    // hung) member is noticed even when no node changes.
     let mut next_probe = Instant::now() + WATCH_PROBE_EVERY;
     let mut probe_sent: Option<Instant> = None;
     loop {
@@ -744,15 +787,15 @@ async fn follow_nodes_once(
                 next_probe = Instant::now() + WATCH_PROBE_EVERY;
                 let resp = match message {
                     Ok(Some(resp)) => resp,
-                    Ok(None) => return CallError::Stream("node watch stream ended".into()),
-                    Err(source) => return CallError::Etcd { what: "watch nodes", source },
+                    Ok(None) => return failed(CallError::Stream("node watch stream ended".into())),
+                    Err(source) => return failed(CallError::Etcd { what: "watch nodes", source }),
                 };
                 if resp.canceled() {
-                    return CallError::Stream(format!(
+                    return failed(CallError::Stream(format!(
                         "node watch canceled (compacted at {}): {}",
                         resp.compact_revision(),
                         resp.cancel_reason()
-                    ));
+                    )));
                 }
                 if resp.events().is_empty() {
                     continue;
@@ -791,12 +834,12 @@ async fn follow_nodes_once(
             _ = sleep_until(next_probe) => {
                 match probe_sent {
                     Some(sent) if sent.elapsed() >= limit => {
-                        return CallError::Timeout { what: "node watch progress", limit };
+                        return failed(CallError::Timeout { what: "node watch progress", limit });
                     }
                     Some(sent) => next_probe = sent + limit,
                     None => {
                         if let Err(source) = requests.request_progress().await {
-                            return CallError::Etcd { what: "node watch progress", source };
+                            return failed(CallError::Etcd { what: "node watch progress", source });
                         }
                         let now = Instant::now();
                         probe_sent = Some(now);

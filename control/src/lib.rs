@@ -106,6 +106,12 @@ pub trait ControlPlane: Send + Sync {
         node: NodeRecord,
     ) -> impl Future<Output = Result<(), ControlError>> + Send;
 
+    /// Ends `lease` now, for a node that exits cleanly: the node registered under it, the
+    /// placements that name it and the room shares published under it vanish at once instead of
+    /// when the lease would have expired, and [`watch_nodes`](Self::watch_nodes) shows the node
+    /// leave. Revoking a lease that is already gone (expired, revoked, replaced) succeeds.
+    fn revoke_lease(&self, lease: &Lease) -> impl Future<Output = Result<(), ControlError>> + Send;
+
     /// Nodes whose lease is live.
     fn live_nodes(&self) -> impl Future<Output = Result<Vec<NodeRecord>, ControlError>> + Send;
 

@@ -141,6 +141,20 @@ impl ControlPlane for MemoryControlPlane {
         result
     }
 
+    async fn revoke_lease(&self, lease: &Lease) -> Result<(), ControlError> {
+        let mut state = self.lock();
+        state.nodes.retain(|_, r| r.lease.id != lease.id);
+        state
+            .placements
+            .retain(|_, (_, placed_under)| *placed_under != Some(lease.id));
+        for shares in state.shares.values_mut() {
+            shares.retain(|_, (published_under, _)| *published_under != lease.id);
+        }
+        state.shares.retain(|_, shares| !shares.is_empty());
+        self.publish_view(&state);
+        Ok(())
+    }
+
     async fn live_nodes(&self) -> Result<Vec<NodeRecord>, ControlError> {
         let now = (self.clock)();
         let state = self.lock();
@@ -372,6 +386,41 @@ mod tests {
                 cp.place_room(&room, &["a".to_string()]).await.unwrap().id,
                 "n3"
             );
+        });
+    }
+
+    #[test]
+    fn revoking_a_lease_drops_its_node_placements_and_shares_at_once() {
+        let (clock, _) = manual_clock();
+        let cp = MemoryControlPlane::with_clock(clock);
+        let room = RoomName::parse("r").unwrap();
+        block(async {
+            let ttl = Duration::from_secs(60);
+            let l1 = cp.register_node(node("n1", "a", 0), ttl).await.unwrap();
+            let l2 = cp.register_node(node("n2", "a", 5), ttl).await.unwrap();
+            let share = |n: &str| RoomShare {
+                node: n.into(),
+                participants: vec![],
+                tracks: vec![],
+            };
+            cp.publish_room_share(&l1, &room, share("n1"))
+                .await
+                .unwrap();
+            cp.publish_room_share(&l2, &room, share("n2"))
+                .await
+                .unwrap();
+            assert_eq!(cp.place_room(&room, &["a".into()]).await.unwrap().id, "n1");
+            let view = cp.watch_nodes();
+            cp.revoke_lease(&l1).await.unwrap();
+            assert_eq!(view.borrow().nodes.keys().collect::<Vec<_>>(), ["n2"]);
+            assert_eq!(cp.room_shares(&room).await.unwrap(), [share("n2")]);
+            assert_eq!(cp.place_room(&room, &["a".into()]).await.unwrap().id, "n2");
+            assert_eq!(
+                cp.keep_alive(&l1, node("n1", "a", 0)).await,
+                Err(ControlError::LeaseExpired(l1.id))
+            );
+            // Already gone: still fine.
+            cp.revoke_lease(&l1).await.unwrap();
         });
     }
 

@@ -223,7 +223,7 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         config.site_distances.clone(),
         &mesh_secret,
     );
-    cluster::registration::start(
+    let registration = cluster::registration::start(
         cluster.clone(),
         cluster::load::LoadSampler::new(engine.clone(), rooms.clone(), metrics.clone()),
         cluster::room_shares::RoomSharePublisher::default(),
@@ -278,6 +278,8 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         } => {}
     }
     info!(node = %config.node_id, "stopping");
+    // A clean exit: leave the registry now rather than when the lease would run out.
+    registration.deregister().await;
     let _ = stop_tx.send(true);
     // Open WebSockets would hold a graceful shutdown forever: give them a moment.
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)

@@ -648,6 +648,77 @@ pub async fn watch_sees_join_update_leave<B: Backend>(b: &B) {
     .await;
 }
 
+/// A node that exits cleanly revokes its lease: at once (its lease would live for a minute) it is
+/// gone from `live_nodes` and from every watcher's view, its room shares are gone, and the room
+/// it held is placed on another node. Its lease can no longer be kept alive; revoking it again,
+/// or revoking a lease nobody holds, is fine. Other nodes are untouched.
+pub async fn revoke_ends_registration_at_once<B: Backend>(b: &B) {
+    let cp = b.cp();
+    let peer = b.peer().await;
+    let class = room("class");
+    let l1 = cp.register_node(node("n1", "a", 0), LONG).await.unwrap();
+    let l2 = cp.register_node(node("n2", "a", 5), LONG).await.unwrap();
+    cp.publish_room_share(&l1, &class, share("n1", &["p1"], &["t1"]))
+        .await
+        .unwrap();
+    cp.publish_room_share(&l2, &class, share("n2", &["p2"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(placed(&**cp, "class", &["a"]).await, "n1");
+    let mut mine = cp.watch_nodes();
+    let mut theirs = peer.watch_nodes();
+    for view in [&mut mine, &mut theirs] {
+        wait_view(view, "both nodes", |v| {
+            v.reachable && v.nodes.contains_key("n1") && v.nodes.contains_key("n2")
+        })
+        .await;
+    }
+
+    let started = Instant::now();
+    cp.revoke_lease(&l1).await.expect("revoke_lease");
+    assert_eq!(live_ids(&**cp).await, ["n2"]);
+    assert_eq!(live_ids(&*peer).await, ["n2"]);
+    assert_eq!(
+        cp.room_shares(&class).await.unwrap(),
+        [share("n2", &["p2"], &[])]
+    );
+    assert_eq!(
+        placed(&*peer, "class", &["a"]).await,
+        "n2",
+        "the revoked node's placement must be gone"
+    );
+    for view in [&mut mine, &mut theirs] {
+        let v = wait_view(view, "n1 to leave the view", |v| {
+            !v.nodes.contains_key("n1")
+        })
+        .await;
+        assert!(v.reachable);
+        assert_eq!(v.nodes.keys().collect::<Vec<_>>(), ["n2"]);
+    }
+    // Far sooner than the lease would have expired: the revocation did it, not the TTL.
+    assert!(started.elapsed() < LONG / 4, "took {:?}", started.elapsed());
+
+    assert_eq!(
+        cp.keep_alive(&l1, node("n1", "a", 0)).await,
+        Err(ControlError::LeaseExpired(l1.id))
+    );
+    assert_eq!(
+        cp.publish_room_share(&l1, &class, share("n1", &["p1"], &[]))
+            .await,
+        Err(ControlError::LeaseExpired(l1.id))
+    );
+    cp.revoke_lease(&l1).await.expect("revoking again");
+    let bogus = Lease {
+        id: 0x7777_0000,
+        ttl: LONG,
+    };
+    cp.revoke_lease(&bogus)
+        .await
+        .expect("revoking an unknown lease");
+    cp.keep_alive(&l2, node("n2", "a", 6)).await.unwrap();
+    assert_eq!(cp.live_nodes().await.unwrap(), [node("n2", "a", 6)]);
+}
+
 // ---- etcd only --------------------------------------------------------------------------------
 
 /// Ids and sites end up in keys, so `/` in them is refused instead of corrupting the layout.

@@ -1,7 +1,9 @@
-//! Owns: [`EtcdProcess`], a real single-member etcd (`/usr/bin/etcd`, Debian `etcd-server`) for
-//! tests — its own temporary data directory, client and peer ports picked free on the loopback
-//! address the test gives, readiness awaited through `/health` with a deadline, stop / restart
-//! on the same data and ports (for outage tests), and a kill on drop through [`Spawned`].
+//! Owns: [`EtcdProcess`], a real etcd member (`/usr/bin/etcd`, Debian `etcd-server`) for tests —
+//! its own temporary data directory, client and peer ports picked free on the loopback address
+//! the test gives, readiness awaited through `/health` with a deadline, stop / kill / pause /
+//! restart on the same data and ports (for outage tests), and a kill on drop through [`Spawned`]
+//! — and [`EtcdCluster`], several such members forming one cluster (one loopback address each),
+//! which can tell which member leads.
 //!
 //! A process started here dies with the thread that started it (`PR_SET_PDEATHSIG`), so start
 //! and restart it from the test's own thread, not from a short-lived helper thread.
@@ -24,8 +26,12 @@ const START_ATTEMPTS: usize = 3;
 /// A running (or deliberately stopped) etcd.
 pub struct EtcdProcess {
     ip: String,
+    /// The member name (`--name`); `default` for a one-member cluster.
+    name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster`: every member's `name=peer URL`.
+    initial_cluster: String,
     process: Option<Spawned>,
     /// The network namespace it runs in, if not the host's.
     netns: Option<String>,
@@ -44,21 +50,38 @@ impl EtcdProcess {
     pub fn start_in(netns: Option<&crate::netns::NetNs>, ip: &str) -> EtcdProcess {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
-            let (client_port, peer_port) = free_ports(ip);
-            let mut etcd = EtcdProcess {
-                ip: ip.to_string(),
-                client_port,
-                peer_port,
-                process: None,
-                netns: netns.map(|n| n.name.clone()),
-                data: TempDir::new(&format!("etcd-{ip}")),
-            };
+            let mut etcd = EtcdProcess::unstarted(netns, ip, "default");
+            etcd.initial_cluster = etcd.cluster_entry();
             match etcd.launch() {
                 Ok(()) => return etcd,
                 Err(e) => last_error = e.to_string(),
             }
         }
         panic!("etcd on {ip} did not start after {START_ATTEMPTS} attempts: {last_error}");
+    }
+
+    /// A member with free ports and a fresh data directory, not started yet.
+    fn unstarted(netns: Option<&crate::netns::NetNs>, ip: &str, name: &str) -> EtcdProcess {
+        let (client_port, peer_port) = free_ports(ip);
+        EtcdProcess {
+            ip: ip.to_string(),
+            name: name.to_string(),
+            client_port,
+            peer_port,
+            initial_cluster: String::new(),
+            process: None,
+            netns: netns.map(|n| n.name.clone()),
+            data: TempDir::new(&format!("etcd-{ip}")),
+        }
+    }
+
+    /// This member's `name=peer URL` entry of `--initial-cluster`.
+    fn cluster_entry(&self) -> String {
+        format!("{}={}", self.name, self.peer_url())
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://{}:{}", self.ip, self.peer_port)
     }
 
     /// `http://IP:PORT`, the URL clients connect to.
@@ -136,9 +159,26 @@ impl EtcdProcess {
         Ok(())
     }
 
+    /// Whether this member is the cluster's leader right now (asked through its JSON gateway).
+    pub fn is_leader(&self) -> anyhow::Result<bool> {
+        let url = format!("{}/v3/maintenance/status", self.client_url());
+        let status = crate::http::post(&url, "application/json", b"{}")?.json()?;
+        let member = status["header"]["member_id"].as_str().unwrap_or_default();
+        let leader = status["leader"].as_str().unwrap_or_default();
+        anyhow::ensure!(!member.is_empty(), "no member id in the status: {status}");
+        Ok(member == leader)
+    }
+
     fn launch(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_healthy()
+    }
+
+    /// Starts the process without waiting for it to answer (members of a new cluster only
+    /// become healthy once enough of them run).
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let client = self.client_url();
-        let peer = format!("http://{}:{}", self.ip, self.peer_port);
+        let peer = self.peer_url();
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -148,7 +188,7 @@ impl EtcdProcess {
             None => Command::new(ETCD_BIN),
         };
         cmd.arg("--name")
-            .arg("default")
+            .arg(&self.name)
             .arg("--data-dir")
             .arg(self.data.0.join("data"))
             .arg("--listen-client-urls")
@@ -160,13 +200,24 @@ impl EtcdProcess {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer)
             .arg("--initial-cluster")
-            .arg(format!("default={peer}"))
-            // Short raft timings: a one-member cluster elects itself sooner, and the shortest
-            // lease etcd grants drops from 2 s to 1 s, which keeps lease-expiry tests quick.
+            .arg(&self.initial_cluster)
+            .args(["--initial-cluster-state", "new"])
+            // Unique per cluster, so members of two test clusters can never join each other.
+            .arg("--initial-cluster-token")
+            .arg(format!("kaskade-test-{}", self.initial_cluster))
+            // Short raft timings: a cluster elects its leader sooner, and the shortest lease
+            // etcd grants drops from 2 s to 1 s, which keeps lease-expiry tests quick.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-level", "warn"]);
         let process = Spawned::spawn(&format!("etcd-{}", self.ip), cmd)?;
         self.process = Some(process);
+        Ok(())
+    }
+
+    /// Waits until the member answers `/health` (which needs a leader); on failure stops it and
+    /// returns its output.
+    fn wait_healthy(&mut self) -> anyhow::Result<()> {
+        let client = self.client_url();
         let health = format!("{client}/health");
         let ready = poll_until(
             &format!("etcd at {client} to be healthy"),
@@ -210,6 +261,81 @@ impl Drop for EtcdProcess {
         self.resume();
         // Spawned's own drop kills it too; stopping here makes the order explicit.
         self.stop();
+    }
+}
+
+/// Several etcd members forming one cluster, each on its own loopback address.
+pub struct EtcdCluster {
+    members: Vec<EtcdProcess>,
+}
+
+impl EtcdCluster {
+    /// Starts one member per address in `ips` (fresh data, free ports) and returns once every
+    /// member answers, i.e. the cluster has elected a leader. Panics with the members' output
+    /// when it does not come up. Call it on the test's own thread (see [`EtcdProcess`]).
+    pub fn start(ips: &[&str]) -> EtcdCluster {
+        assert!(!ips.is_empty(), "a cluster needs at least one member");
+        let mut last_error = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let mut members: Vec<EtcdProcess> = ips
+                .iter()
+                .enumerate()
+                .map(|(i, ip)| EtcdProcess::unstarted(None, ip, &format!("m{i}")))
+                .collect();
+            let initial = members
+                .iter()
+                .map(EtcdProcess::cluster_entry)
+                .collect::<Vec<_>>()
+                .join(",");
+            for member in &mut members {
+                member.initial_cluster.clone_from(&initial);
+            }
+            let started = members.iter_mut().try_for_each(|m| m.spawn());
+            let healthy = started.and_then(|()| {
+                members.iter_mut().try_for_each(|m| {
+                    m.wait_healthy()
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", m.ip))
+                })
+            });
+            match healthy {
+                Ok(()) => return EtcdCluster { members },
+                // Dropping `members` stops whatever did start.
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        panic!(
+            "etcd cluster on {ips:?} did not start after {START_ATTEMPTS} attempts: {last_error}"
+        );
+    }
+
+    /// Every member's client URL, in the order of the addresses given to [`start`](Self::start).
+    pub fn client_urls(&self) -> Vec<String> {
+        self.members.iter().map(EtcdProcess::client_url).collect()
+    }
+
+    /// The member serving `client_url`. Panics when no member does.
+    pub fn member(&mut self, client_url: &str) -> &mut EtcdProcess {
+        self.members
+            .iter_mut()
+            .find(|m| m.client_url() == client_url)
+            .unwrap_or_else(|| panic!("no member of the cluster serves {client_url}"))
+    }
+
+    /// The client URL of the running member that leads, waiting (with a deadline) while an
+    /// election is under way.
+    pub fn leader_url(&self) -> String {
+        poll_until("the etcd cluster to have a leader", READY_TIMEOUT, || {
+            let mut seen = Vec::new();
+            for member in self.members.iter().filter(|m| m.process.is_some()) {
+                match member.is_leader() {
+                    Ok(true) => return Ok(member.client_url()),
+                    Ok(false) => seen.push(format!("{}: follower", member.ip)),
+                    Err(e) => seen.push(format!("{}: {e}", member.ip)),
+                }
+            }
+            Err(seen.join("; "))
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 

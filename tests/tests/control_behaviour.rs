@@ -1,7 +1,8 @@
 //! Owns: the control-plane behaviour tests — every scenario of `kaskade_tests::control_suite`
 //! once per backend (`<scenario>::memory`, `<scenario>::etcd`), plus the etcd-only scenarios.
 //! Each etcd test starts its own etcd on its own address in 127.0.0.60–127.0.0.79, so they run
-//! in parallel without sharing state.
+//! in parallel without sharing state. (The 3-member cluster tests, `etcd_cluster.rs`, use
+//! 127.0.0.80–127.0.0.89.)
 //!
 //! Needs `/usr/bin/etcd` (Debian `etcd-server`, installed by `.ci/setup`).
 
@@ -40,6 +41,7 @@ on_both_backends!(room_shares_publish_replace_withdraw, "127.0.0.69");
 on_both_backends!(room_shares_vanish_with_lease, "127.0.0.70");
 on_both_backends!(watch_sees_join_update_leave, "127.0.0.71");
 on_both_backends!(mesh_secret_is_shared, "127.0.0.78");
+on_both_backends!(revoke_ends_registration_at_once, "127.0.0.79");
 
 on_both_backends!(placement_dies_with_lease, "127.0.0.72");
 

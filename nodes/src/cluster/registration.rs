@@ -2,7 +2,8 @@
 //! load figures every third of its TTL (at once when the draining flag changes), registers again
 //! when the lease was lost (etcd restarted or was unreachable for longer than the TTL), and
 //! republishes the node's room shares under the new lease. Control-plane errors are logged and
-//! retried; they never stop the node.
+//! retried; they never stop the node. At a clean exit, [`Registration::deregister`] stops the
+//! loop and revokes the lease, so the node's record, placements and room shares vanish at once.
 
 use super::Cluster;
 use super::load::LoadSampler;
@@ -10,7 +11,44 @@ use super::room_shares::RoomSharePublisher;
 use kaskade_control::{ControlError, ControlPlane};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+/// How long a clean exit waits for the control plane to revoke the lease; past it the node exits
+/// anyway and the lease runs out by its TTL.
+pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The running registration loop.
+pub struct Registration {
+    cluster: Arc<Cluster>,
+    task: JoinHandle<()>,
+}
+
+impl Registration {
+    /// For a clean exit: stops the loop (so nothing registers again) and revokes the lease,
+    /// waiting at most [`REVOKE_TIMEOUT`].
+    pub async fn deregister(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        let Some(lease) = self.cluster.lease() else {
+            return;
+        };
+        let node = &self.cluster.node;
+        match tokio::time::timeout(REVOKE_TIMEOUT, self.cluster.control.revoke_lease(&lease)).await
+        {
+            Ok(Ok(())) => {
+                self.cluster.set_lease(None);
+                info!(node = %node, lease = lease.id, "left the control plane: lease revoked");
+            }
+            Ok(Err(e)) => {
+                warn!(node = %node, lease = lease.id, error = %e, "could not revoke the lease; it runs out by its TTL")
+            }
+            Err(_) => {
+                warn!(node = %node, lease = lease.id, timeout_ms = REVOKE_TIMEOUT.as_millis() as u64, "revoking the lease timed out; it runs out by its TTL")
+            }
+        }
+    }
+}
 
 /// Registers once (so the node is listed before it says it is ready; failure is logged, not
 /// fatal) and spawns the loop.
@@ -19,9 +57,11 @@ pub async fn start(
     mut load: LoadSampler,
     mut shares: RoomSharePublisher,
     ttl: Duration,
-) {
+) -> Registration {
     let mut reachable = register(&cluster, &mut load, ttl).await;
-    tokio::spawn(async move {
+    let looping = cluster.clone();
+    let task = tokio::spawn(async move {
+        let cluster = looping;
         let period = (ttl / 3).max(Duration::from_millis(200));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -60,6 +100,7 @@ pub async fn start(
             }
         }
     });
+    Registration { cluster, task }
 }
 
 /// One registration attempt; true on success.
