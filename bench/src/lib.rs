@@ -1,3 +1,4 @@
 //! Kaskade's benchmarks and load generator.
 
+pub mod janus;
 pub mod node_process;

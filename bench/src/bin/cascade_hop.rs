@@ -40,6 +40,8 @@ use serde_json::json;
 // in code that merely links the library (e.g. `addr == "…".parse().unwrap()` in its tests).
 #[path = "../cascade_client.rs"]
 mod cascade_client;
+#[path = "../webrtc_peer.rs"]
+mod webrtc_peer;
 use cascade_client::{Publisher, Subscriber, http_request, metric_value};
 
 const N1_IP: &str = "127.0.0.51";
