@@ -7,12 +7,12 @@
 use crate::admission::{Admission, JoinGate};
 use crate::directory::RoomDirectory;
 use crate::engine_api::{
-    EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
+    EdgeError, EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
 };
 use crate::room::{MemberSink, RoomMsg};
 use kaskade_proto::signal::{
-    ClientMessage, ErrorCode, LayerChoice, ParticipantInfo, PeerRole, ServerMessage, TrackInfo,
-    TrackSource,
+    ClientMessage, ErrorCode, LayerChoice, PUBLISH_OFFER_REFUSED, ParticipantInfo, PeerRole,
+    SUBSCRIBE_ANSWER_REFUSED, ServerMessage, TrackInfo, TrackSource,
 };
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -192,8 +192,13 @@ impl ParticipantState {
                         reply,
                     })
                     .await;
+                // A refused answer changes nothing: the offer still waits for a valid one.
                 if let Err(e) = result {
-                    self.fail(ErrorCode::InvalidSdp, e.to_string());
+                    warn!(room = %self.room_name(), participant = %self.participant, session, error = %e, "subscribe answer refused");
+                    self.fail(
+                        ErrorCode::InvalidSdp,
+                        format!("{SUBSCRIBE_ANSWER_REFUSED}: {e}"),
+                    );
                 }
             }
             ClientMessage::Candidate { role, candidate } => {
@@ -390,7 +395,10 @@ impl ParticipantState {
         let outcome = match result {
             Ok(o) => o,
             Err(e) => {
-                self.fail(ErrorCode::InvalidSdp, e.to_string());
+                self.fail(
+                    ErrorCode::InvalidSdp,
+                    format!("{PUBLISH_OFFER_REFUSED}: {e}"),
+                );
                 return;
             }
         };
@@ -437,9 +445,8 @@ impl ParticipantState {
         if wanted.is_empty() {
             return;
         }
-        for t in &wanted {
-            self.subscribed.insert(t.id.clone());
-        }
+        let ids: Vec<TrackId> = wanted.iter().map(|t| t.id.clone()).collect();
+        self.subscribed.extend(ids.iter().cloned());
         match self.subscribe {
             Some(session) => {
                 let _ = self.engine.send(EngineCommand::UpdateSubscription {
@@ -458,6 +465,16 @@ impl ParticipantState {
                         reply,
                     })
                     .await;
+                // Only what the engine put in the offer is subscribed: a track can be gone by the
+                // time the engine sees the request (its publisher left, or resumed elsewhere and
+                // its old copy was dropped); its `track_unpublished` follows.
+                let offered: BTreeSet<&TrackId> = match &result {
+                    Ok(offer) => offer.tracks.values().collect(),
+                    Err(_) => BTreeSet::new(),
+                };
+                for id in ids.iter().filter(|id| !offered.contains(id)) {
+                    self.subscribed.remove(id);
+                }
                 match result {
                     Ok(offer) => {
                         self.subscribe = Some(offer.session);
@@ -466,10 +483,19 @@ impl ParticipantState {
                             tracks: offer.tracks,
                         });
                     }
+                    // Every track is gone already: nothing to offer, and nothing went wrong.
+                    Err(EdgeError::UnknownTrack) => {
+                        debug!(room = %self.room_name(), participant = %self.participant, "tracks gone before the subscribe session was made");
+                    }
                     Err(e) => self.fail(ErrorCode::Internal, e.to_string()),
                 }
             }
         }
+    }
+
+    /// The joined room's name, for logs (empty before a join).
+    fn room_name(&self) -> &str {
+        self.joined.as_ref().map_or("", |j| j.room.as_str())
     }
 
     fn set_layer(&mut self, track: TrackId, layer: LayerChoice) {
@@ -577,5 +603,199 @@ impl ParticipantState {
                 epoch: Some(j.epoch),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::AdmitAll;
+    use crate::engine_api::SubscribeOffer;
+    use kaskade_proto::signal::MediaKind;
+    use std::time::Duration;
+    use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+    use tokio::time::timeout;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    fn track(id: &str) -> TrackInfo {
+        TrackInfo {
+            id: TrackId(id.into()),
+            participant: ParticipantId("pada".into()),
+            kind: MediaKind::Video,
+            source: TrackSource::Camera,
+            layers: vec![],
+            muted: false,
+        }
+    }
+
+    /// Ada, a member of `room` without a signalling session: the test publishes for her.
+    async fn ada_in(rooms: &Arc<RoomDirectory>, room: &RoomName) -> ActorRef<RoomMsg> {
+        let info = ParticipantInfo {
+            id: ParticipantId("pada".into()),
+            name: "Ada".into(),
+        };
+        let sink = MemberSink::new(|_| {});
+        rooms.join(room, info, Some(sink), false).await.unwrap().0
+    }
+
+    /// Bob's participant actor, joined to `room`; returns what it sends to his client.
+    async fn bob_in(
+        engine: &EngineHandle,
+        rooms: &Arc<RoomDirectory>,
+        room: &RoomName,
+    ) -> (
+        ActorRef<ParticipantMsg>,
+        UnboundedReceiver<ParticipantOutput>,
+    ) {
+        let (output, rx) = unbounded_channel();
+        let args = ParticipantArgs {
+            id: ParticipantId("pbob".into()),
+            engine: engine.clone(),
+            rooms: rooms.clone(),
+            output,
+            gate: Arc::new(AdmitAll),
+        };
+        let (actor, _) = Actor::spawn(None, ParticipantActor, args).await.unwrap();
+        let join = format!(r#"{{"type":"join","room":"{room}","name":"Bob"}}"#);
+        actor.cast(ParticipantMsg::Text(join)).unwrap();
+        (actor, rx)
+    }
+
+    async fn next_output(rx: &mut UnboundedReceiver<ParticipantOutput>) -> ServerMessage {
+        match timeout(WAIT, rx.recv()).await {
+            Ok(Some(ParticipantOutput::Send(m))) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The messages sent up to and including the first that `stop` matches.
+    async fn outputs_until(
+        rx: &mut UnboundedReceiver<ParticipantOutput>,
+        stop: impl Fn(&ServerMessage) -> bool,
+    ) -> Vec<ServerMessage> {
+        let mut seen = Vec::new();
+        loop {
+            let m = next_output(rx).await;
+            let done = stop(&m);
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    async fn next_command(rx: &mut UnboundedReceiver<EngineCommand>) -> EngineCommand {
+        timeout(WAIT, rx.recv()).await.unwrap().unwrap()
+    }
+
+    /// A subscribe offer that leaves out a track which vanished before the engine saw the
+    /// request: the participant is not subscribed to it (unsubscribing is refused).
+    #[tokio::test]
+    async fn only_what_the_engine_offered_is_subscribed() {
+        let (engine, mut commands) = EngineHandle::new();
+        let rooms = RoomDirectory::new();
+        let room = RoomName::parse("partial").unwrap();
+        let ada = ada_in(&rooms, &room).await;
+        ada.cast(RoomMsg::Publish {
+            tracks: vec![track("tkept"), track("tgone")],
+        })
+        .unwrap();
+        let (bob, mut out) = bob_in(&engine, &rooms, &room).await;
+        let EngineCommand::SubscribeOffering { tracks, reply, .. } =
+            next_command(&mut commands).await
+        else {
+            panic!("expected a subscribe session to be asked for")
+        };
+        assert_eq!(tracks.len(), 2);
+        reply
+            .send(Ok(SubscribeOffer {
+                session: 7,
+                offer: "v=0 offer".into(),
+                tracks: BTreeMap::from([("0".to_owned(), TrackId("tkept".into()))]),
+            }))
+            .unwrap();
+        let seen = outputs_until(&mut out, |m| {
+            matches!(m, ServerMessage::SubscribeOffer { .. })
+        })
+        .await;
+        assert!(
+            !seen
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Error { .. })),
+            "{seen:?}"
+        );
+        bob.cast(ParticipantMsg::Text(
+            r#"{"type":"unsubscribe","track":"tgone"}"#.into(),
+        ))
+        .unwrap();
+        assert!(matches!(
+            next_output(&mut out).await,
+            ServerMessage::Error {
+                code: ErrorCode::UnknownTrack,
+                ..
+            }
+        ));
+    }
+
+    /// Every track gone before the engine could offer them (the race after a drain): no error
+    /// for the client, no session, and the next track gets a subscribe session of its own.
+    #[tokio::test]
+    async fn tracks_gone_before_the_first_offer_are_no_error() {
+        let (engine, mut commands) = EngineHandle::new();
+        let rooms = RoomDirectory::new();
+        let room = RoomName::parse("gone").unwrap();
+        let ada = ada_in(&rooms, &room).await;
+        let (_bob, mut out) = bob_in(&engine, &rooms, &room).await;
+        assert!(matches!(
+            next_output(&mut out).await,
+            ServerMessage::Joined { .. }
+        ));
+        ada.cast(RoomMsg::Publish {
+            tracks: vec![track("told")],
+        })
+        .unwrap();
+        let EngineCommand::SubscribeOffering { reply, .. } = next_command(&mut commands).await
+        else {
+            panic!("expected a subscribe session to be asked for")
+        };
+        reply.send(Err(EdgeError::UnknownTrack)).unwrap();
+        ada.cast(RoomMsg::Unpublish {
+            tracks: vec![TrackId("told".into())],
+        })
+        .unwrap();
+        let seen = outputs_until(&mut out, |m| {
+            matches!(m, ServerMessage::TrackUnpublished { .. })
+        })
+        .await;
+        assert!(
+            !seen
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Error { .. })),
+            "{seen:?}"
+        );
+
+        ada.cast(RoomMsg::Publish {
+            tracks: vec![track("tnew")],
+        })
+        .unwrap();
+        let EngineCommand::SubscribeOffering { tracks, reply, .. } =
+            next_command(&mut commands).await
+        else {
+            panic!("expected a new subscribe session, not an update of none")
+        };
+        assert_eq!(tracks.len(), 1);
+        assert_eq!(tracks[0].id, TrackId("tnew".into()));
+        reply
+            .send(Ok(SubscribeOffer {
+                session: 9,
+                offer: "v=0 offer".into(),
+                tracks: BTreeMap::from([("0".to_owned(), TrackId("tnew".into()))]),
+            }))
+            .unwrap();
+        outputs_until(&mut out, |m| {
+            matches!(m, ServerMessage::SubscribeOffer { .. })
+        })
+        .await;
     }
 }

@@ -798,8 +798,9 @@
 
   /**
    * Rejoins (with the resume token, the same node first) to get fresh peer connections when one
-   * is beyond repair; at most once per REPAIR_MIN_INTERVAL_MS so a node that keeps refusing does
-   * not make us loop. Seen when a subscribe offer raced a resumed participant's tracks going away.
+   * is beyond repair (the subscribe connection failed, or the node refused our subscribe answer);
+   * at most once per REPAIR_MIN_INTERVAL_MS so a node that keeps refusing does not make us loop.
+   * A last resort: a node that works never makes a healthy page do it.
    */
   function repairSession(s, why) {
     const c = call;
@@ -927,14 +928,18 @@
     const message = isStr(m.message) && m.message ? m.message : code;
     const fatal = m.fatal === true;
     console.warn(`kaskade: node error ${code}: ${message}${fatal ? ' (fatal)' : ''}`);
-    if (code === 'invalid_sdp' && s.pub.pending) {
+    // The node says which SDP it refused; an older node does not, and then an outstanding
+    // publish offer is the likelier culprit.
+    const aboutSubscribe = code === 'invalid_sdp' && message.startsWith('subscribe answer');
+    if (code === 'invalid_sdp' && s.pub.pending && !aboutSubscribe) {
       const p = s.pub.pending;
       s.pub.pending = null;
       clearTimeout(p.timer);
       p.reject(new Error(`the node refused the publish offer: ${message}`));
     } else if (code === 'invalid_sdp' && !movingWhy()) {
-      // No publish offer outstanding: the node could not apply our subscribe answer, so the
-      // subscribe connection is stuck (there is no message to renegotiate it from scratch).
+      // The node could not apply our subscribe answer: its offer still waits for an answer, so
+      // the subscribe connection is stuck (there is no message to renegotiate it from scratch).
+      // The publish connection is not concerned.
       repairSession(s, `the node refused the subscribe answer: ${message}`);
       return;
     }

@@ -18,6 +18,11 @@ pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_DISPLAY_NAME_LEN: usize = 64;
 /// Longest chat text; longer ones are refused with `bad_request`.
 pub const MAX_CHAT_LEN: usize = 4096;
+/// How the message of an `invalid_sdp` error for a refused `publish_offer` starts.
+pub const PUBLISH_OFFER_REFUSED: &str = "publish offer refused";
+/// How the message of an `invalid_sdp` error for a refused `subscribe_answer` starts; the node's
+/// subscribe offer then still waits for an answer.
+pub const SUBSCRIBE_ANSWER_REFUSED: &str = "subscribe answer refused";
 
 /// What a published track carries, as the publisher declared it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -228,7 +233,8 @@ pub enum ErrorCode {
     /// A message other than `join` arrived before `join`, or `join` came twice.
     NotJoined,
     AlreadyJoined,
-    /// The SDP could not be parsed or negotiated.
+    /// The SDP could not be parsed or negotiated. The message starts with
+    /// [`PUBLISH_OFFER_REFUSED`] or [`SUBSCRIBE_ANSWER_REFUSED`] to say which SDP it was.
     InvalidSdp,
     /// The named track does not exist (any more).
     UnknownTrack,

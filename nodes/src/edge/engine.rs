@@ -9,7 +9,7 @@
 mod relay_side;
 
 use super::datagram::{DatagramClass, classify, stun_local_ufrag};
-use super::offer::parse_offer;
+use super::offer::{check_answer, parse_offer};
 use super::peer_factory::new_peer;
 use crate::metrics::{self, Metrics};
 use crate::relay::bridge::{EngineRelayPorts, EngineToRelay, RelayPacketIn, RelayToEngine};
@@ -1048,6 +1048,13 @@ impl Engine {
         }
     }
 
+    /// A new subscribe session that the node offers, carrying those of `tracks` that still
+    /// exist. A track can vanish between the room announcing it and this command (its publisher
+    /// left, or resumed on another node and the relay dropped the old copy): it is left out, and
+    /// the `track_unpublished` already on its way tells the participant. When nothing is left,
+    /// no session is made: an offer without m-lines cannot be answered usefully (Chromium
+    /// answers it without m-lines and without ICE credentials, which `rtc` refuses, and the
+    /// session would wait for a valid answer forever).
     fn subscribe_offering(
         &mut self,
         participant: ParticipantId,
@@ -1055,12 +1062,32 @@ impl Engine {
         events: EventSink,
         now: Instant,
     ) -> Result<SubscribeOffer, EdgeError> {
+        let (present, gone): (Vec<_>, Vec<_>) = tracks
+            .into_iter()
+            .partition(|d| self.tracks.contains_key(&d.id));
+        for desc in &gone {
+            debug!(participant = %participant, track = %desc.id, "track gone before its subscription; left out");
+        }
+        if present.is_empty() {
+            return Err(EdgeError::UnknownTrack);
+        }
         let peer =
             new_peer(self.advertised, now).map_err(|e| EdgeError::Negotiation(e.to_string()))?;
-        let key = self.insert_session(participant, peer.pc, peer.ufrag, events, true);
-        for desc in &tracks {
-            // A track that vanished meanwhile is simply left out.
-            let _ = self.add_outbound(key, desc);
+        let key = self.insert_session(participant.clone(), peer.pc, peer.ufrag, events, true);
+        let mut refused = None;
+        for desc in &present {
+            if let Err(e) = self.add_outbound(key, desc) {
+                debug!(session = key, participant = %participant, track = %desc.id, error = %e, "subscription not added");
+                refused.get_or_insert(e);
+            }
+        }
+        if self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.outbound.is_empty())
+        {
+            self.close_session(key, "nothing to offer");
+            return Err(refused.unwrap_or(EdgeError::UnknownTrack));
         }
         match self.make_offer(key, now) {
             Ok(offer) => Ok(offer),
@@ -1119,9 +1146,14 @@ impl Engine {
         remove: Vec<TrackId>,
         now: Instant,
     ) {
+        let mut changed = false;
         for desc in &add {
-            if let Err(e) = self.add_outbound(key, desc) {
-                debug!(session = key, track = %desc.id, error = %e, "subscription not added");
+            let before = self.sessions.get(&key).map(|s| s.outbound.len());
+            match self.add_outbound(key, desc) {
+                Ok(()) => changed |= self.sessions.get(&key).map(|s| s.outbound.len()) != before,
+                Err(e) => {
+                    debug!(session = key, track = %desc.id, error = %e, "subscription not added")
+                }
             }
         }
         for id in &remove {
@@ -1130,15 +1162,18 @@ impl Engine {
             }
             if let Some(session) = self.sessions.get_mut(&key)
                 && let Some(out) = session.outbound.remove(id)
-                && let Err(e) = session.pc.remove_track(out.sender)
             {
-                debug!(session = key, track = %id, error = %e, "remove_track failed");
+                changed = true;
+                if let Err(e) = session.pc.remove_track(out.sender) {
+                    debug!(session = key, track = %id, error = %e, "remove_track failed");
+                }
             }
         }
         let Some(session) = self.sessions.get_mut(&key) else {
             return;
         };
-        if !session.node_offers {
+        // Nothing to renegotiate when every change named a track that is gone (or was there).
+        if !session.node_offers || !changed {
             return;
         }
         if session.awaiting_answer {
@@ -1173,17 +1208,29 @@ impl Engine {
             .sessions
             .get_mut(&key)
             .ok_or(EdgeError::UnknownSession)?;
-        if !session.awaiting_answer {
-            return Err(EdgeError::Negotiation(
-                "no offer is waiting for an answer".into(),
-            ));
-        }
+        let offer = session
+            .pc
+            .pending_local_description()
+            .filter(|_| session.awaiting_answer)
+            .ok_or_else(|| EdgeError::Negotiation("no offer is waiting for an answer".into()))?;
+        // `rtc` takes an answer in (signalling state, negotiated codecs) before it finds what is
+        // wrong with it, so check first: a refused answer leaves the offer waiting and the session
+        // as it was.
+        check_answer(&offer.sdp, &answer).map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
         let description = RTCSessionDescription::answer(answer)
             .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
-        session
-            .pc
-            .set_remote_description(now, description)
-            .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
+        if let Err(e) = session.pc.set_remote_description(now, description) {
+            warn!(session = key, participant = %session.participant, error = %e, "subscribe answer failed after its checks");
+            // If the connection took the answer in halfway it waits for none any more: offer
+            // the next change anew rather than queue it forever.
+            if session.pc.pending_local_description().is_none() {
+                session.awaiting_answer = false;
+                if session.offer_pending {
+                    self.send_offer(key, now);
+                }
+            }
+            return Err(EdgeError::InvalidSdp(e.to_string()));
+        }
         session.awaiting_answer = false;
         let pending = session.offer_pending;
         self.attach_outbound(key);
@@ -1330,4 +1377,189 @@ fn fmtp_compatible(a: &str, b: &str) -> bool {
 
 fn new_track_id() -> TrackId {
     TrackId(format!("t{:016x}", rand::random::<u64>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kaskade_proto::relay::RelayTrack;
+    use kaskade_proto::signal::TrackInfo;
+
+    async fn engine() -> Engine {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        Engine::new(socket, local, local, Metrics::new())
+    }
+
+    fn info(id: &str, kind: MediaKind) -> TrackInfo {
+        TrackInfo {
+            id: TrackId(id.into()),
+            participant: ParticipantId("pother".into()),
+            kind,
+            source: match kind {
+                MediaKind::Audio => TrackSource::Microphone,
+                MediaKind::Video => TrackSource::Camera,
+            },
+            layers: vec![],
+            muted: false,
+        }
+    }
+
+    /// A track of a participant on another node, as the relay adds it.
+    fn add_remote(engine: &mut Engine, track: &TrackInfo) {
+        engine.on_relay_command(RelayToEngine::AddRemoteTrack {
+            track: RelayTrack {
+                info: track.clone(),
+                origin: "n3".into(),
+                origin_site: "a".into(),
+                codecs: vec![],
+            },
+        });
+    }
+
+    fn media_lines(sdp: &str) -> usize {
+        sdp.lines().filter(|l| l.starts_with("m=")).count()
+    }
+
+    /// A browser-like answer to `offer`: every m-line accepted as `recvonly`, with the codecs
+    /// offered, one set of ICE credentials and a DTLS fingerprint.
+    fn answer_to(offer: &str) -> String {
+        let mut sections: Vec<Vec<&str>> = Vec::new();
+        for line in offer.lines() {
+            if line.starts_with("m=") {
+                sections.push(vec![line]);
+            } else if let Some(section) = sections.last_mut() {
+                section.push(line);
+            }
+        }
+        let mids: Vec<&str> = sections
+            .iter()
+            .filter_map(|s| s.iter().find_map(|l| l.strip_prefix("a=mid:")))
+            .collect();
+        let mut sdp = format!(
+            "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n",
+            mids.join(" ")
+        );
+        for section in &sections {
+            sdp.push_str(section[0]);
+            sdp.push_str(
+                "\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:page\r\na=ice-pwd:pagepasswordpagepassword\r\n\
+a=fingerprint:sha-256 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89\r\n\
+a=setup:active\r\na=rtcp-mux\r\na=recvonly\r\n",
+            );
+            for line in &section[1..] {
+                let keep = ["a=mid:", "a=rtpmap:", "a=fmtp:", "a=rtcp-fb:", "a=extmap:"];
+                if keep.iter().any(|k| line.starts_with(k)) {
+                    sdp.push_str(line);
+                    sdp.push_str("\r\n");
+                }
+            }
+        }
+        sdp
+    }
+
+    /// Seen after a drain: the room announced a remote participant's tracks, that participant
+    /// resumed on this node and the relay dropped the old copies before the subscribe request
+    /// reached the engine. The engine used to offer a session without m-lines, which Chromium
+    /// answers without ICE credentials and `rtc` then refuses ("no ice-ufrag").
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_subscription_to_tracks_that_are_gone_is_not_offered_empty() {
+        let mut engine = engine().await;
+        let (audio, video) = (
+            info("taudio", MediaKind::Audio),
+            info("tvideo", MediaKind::Video),
+        );
+        add_remote(&mut engine, &audio);
+        add_remote(&mut engine, &video);
+        for id in [&audio.id, &video.id] {
+            engine.on_relay_command(RelayToEngine::RemoveRemoteTrack { track: id.clone() });
+        }
+        let wanted = vec![TrackDescriptor::from(&audio), TrackDescriptor::from(&video)];
+        let (events, _rx) = EventSink::channel();
+        let me = ParticipantId("pme".into());
+        let result = engine.subscribe_offering(me.clone(), wanted.clone(), events, Instant::now());
+        assert!(matches!(result, Err(EdgeError::UnknownTrack)), "{result:?}");
+        assert!(engine.sessions.is_empty(), "no session is left behind");
+
+        // One of the two is back: the offer carries it alone.
+        add_remote(&mut engine, &audio);
+        let (events, _rx) = EventSink::channel();
+        let offer = engine
+            .subscribe_offering(me, wanted, events, Instant::now())
+            .unwrap();
+        assert_eq!(media_lines(&offer.offer), 1);
+        assert_eq!(offer.tracks.values().collect::<Vec<_>>(), vec![&audio.id]);
+    }
+
+    /// A subscribe answer the node cannot use is refused with a reason, and refusing it changes
+    /// nothing: the offer still waits, and a good answer sent afterwards is taken.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_subscribe_answer_leaves_the_offer_waiting() {
+        let mut engine = engine().await;
+        let (audio, video) = (
+            info("taudio", MediaKind::Audio),
+            info("tvideo", MediaKind::Video),
+        );
+        add_remote(&mut engine, &audio);
+        add_remote(&mut engine, &video);
+        let (events, mut event_rx) = EventSink::channel();
+        let offer = engine
+            .subscribe_offering(
+                ParticipantId("pme".into()),
+                vec![TrackDescriptor::from(&audio), TrackDescriptor::from(&video)],
+                events,
+                Instant::now(),
+            )
+            .unwrap();
+        let key = offer.session;
+        assert_eq!(media_lines(&offer.offer), 2);
+
+        let good = answer_to(&offer.offer);
+        let bad = [
+            // What Chromium answers to an offer without m-lines.
+            "v=0\r\no=- 5 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS\r\n"
+                .to_owned(),
+            // Every m-line rejected: port 0, and no ICE credentials.
+            good.replace("m=audio 9", "m=audio 0")
+                .replace("m=video 9", "m=video 0")
+                .replace("a=ice-ufrag:page\r\n", ""),
+            good.replace("a=ice-ufrag:page\r\n", ""),
+            good.replace("a=mid:1", "a=mid:7"),
+        ];
+        for answer in bad {
+            let result = engine.subscribe_answer(key, answer, Instant::now());
+            let Err(EdgeError::InvalidSdp(reason)) = result else {
+                panic!("a bad answer was taken: {result:?}");
+            };
+            assert!(!reason.contains("set_remote_description"), "{reason}");
+            let session = &engine.sessions[&key];
+            assert!(session.awaiting_answer);
+            assert_eq!(
+                session.pc.pending_local_description().map(|d| d.sdp),
+                session.pc.local_description().map(|d| d.sdp),
+                "the offer is still pending"
+            );
+        }
+        engine
+            .subscribe_answer(key, good, Instant::now())
+            .expect("a good answer after bad ones is taken");
+        assert!(!engine.sessions[&key].awaiting_answer);
+        assert!(
+            engine.sessions[&key]
+                .pc
+                .pending_local_description()
+                .is_none()
+        );
+
+        // A change that names only a track that is gone renegotiates nothing.
+        let gone = TrackDescriptor::from(&info("tgone", MediaKind::Video));
+        engine.update_subscription(key, vec![gone], vec![], Instant::now());
+        assert!(event_rx.try_recv().is_err(), "no offer for no change");
+        // A real change is offered.
+        engine.update_subscription(key, vec![], vec![video.id.clone()], Instant::now());
+        assert!(matches!(
+            event_rx.try_recv(),
+            Ok(EdgeEvent::SubscribeOffer { .. })
+        ));
+    }
 }
