@@ -117,7 +117,8 @@ fn start_pages(
 
 /// Waits until both pages decode again (or `limit`) — and, with `left`, until neither page is
 /// on that node (a WebSocket URL part) nor still moving — then ends the script and returns its
-/// result.
+/// result, with `repair_samples` added per page (samples taken while the page was rejoining to
+/// repair its subscribe connection).
 fn watch_recovery(
     script: &mut Spawned,
     limit: Duration,
@@ -154,9 +155,19 @@ fn watch_recovery(
     });
     script.signal(libc::SIGUSR2);
     let _ = script.wait_exit(Duration::from_secs(30));
-    let Some(result) = script.events("result").pop() else {
+    let Some(mut result) = script.events("result").pop() else {
         bail!("failover.mjs printed no result\n{}", script.diagnostics());
     };
+    // A page that had to rejoin to repair its subscribe connection came through by its last
+    // resort (e.g. the node refused its answer): count the samples that saw it.
+    for page in ["a", "b"] {
+        let repairing = script
+            .events("frames")
+            .iter()
+            .filter(|f| f[format!("{page}_moving")] == "repair")
+            .count();
+        result[page]["repair_samples"] = repairing.into();
+    }
     if let Err(e) = resumed {
         bail!("{e}\nresult: {result}\n{}", script.diagnostics());
     }

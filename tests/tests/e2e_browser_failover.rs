@@ -46,6 +46,7 @@ fn assert_page_b_failed_over(result: &Value, now_on: &str, what: &str) {
         "page B must now be on {now_on}: {b}"
     );
     assert_eq!(b["error_visible"], false, "no error may be shown: {b}");
+    assert_no_repair(result);
     let recovery = b["recovery_ms"].as_f64().unwrap_or(f64::MAX);
     eprintln!(
         "browser {what}: page B decoded again {recovery} ms after the kill (page's own measure {} ms); page A's longest stall {} ms",
@@ -55,6 +56,17 @@ fn assert_page_b_failed_over(result: &Value, now_on: &str, what: &str) {
         recovery <= KILL_RECOVERY_LIMIT_MS,
         "page B took {recovery} ms to decode again (limit {KILL_RECOVERY_LIMIT_MS})"
     );
+}
+
+/// Neither page had to fall back on rejoining to repair its subscribe connection.
+fn assert_no_repair(result: &Value) {
+    for page in ["a", "b"] {
+        assert_eq!(
+            result[page]["repair_samples"], 0,
+            "page {page} had to rejoin to repair its subscribe connection: {}",
+            result[page]
+        );
+    }
 }
 
 #[test]
@@ -82,6 +94,7 @@ fn draining_a_node_moves_both_pages_without_an_error_and_the_node_exits() {
     let (result, exit) = pages_drained(&kit, node_bin!(), "browser-failover-drain").unwrap();
     eprintln!("browser drain: {result}");
     assert_eq!(result["ok"], true, "pages did not come through: {result}");
+    assert_no_repair(&result);
     for page in ["a", "b"] {
         let p = &result[page];
         assert_eq!(
