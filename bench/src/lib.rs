@@ -1,4 +1,5 @@
 //! Kaskade's benchmarks and load generator.
 
 pub mod janus;
+pub mod loadgen;
 pub mod node_process;
