@@ -699,40 +699,27 @@ async fn progress(phase: &str, secs: f64, loops: &ClientLoops) {
     }
 }
 
-/// Starts `--subscribers` sans-I/O subscribers at `--ramp-rate`, on loops 1..; returns the
-/// connected ones and the errors of the others.
-async fn ramp_sansio(
-    args: &Args,
-    loops: &Arc<ClientLoops>,
-    kaskade: &Arc<KaskadeWhipWhep>,
-) -> (Vec<(SessionHandle, SessionResource)>, Vec<String>) {
+/// Starts `--subscribers` sessions with `start(i)` at `--ramp-rate`, at most `--concurrency`
+/// connecting at once; returns the connected ones and the errors of the others.
+async fn ramp<T, F, Fut>(args: &Args, start: F) -> (Vec<T>, Vec<String>)
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
     let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp_rate));
     let mut tasks = tokio::task::JoinSet::new();
-    let sub_loops = loops.len() - 1;
     for i in 0..args.subscribers {
         ticker.tick().await;
         let permit = Arc::clone(&limit)
             .acquire_owned()
             .await
             .expect("semaphore open");
-        let (loops, kaskade, room) = (Arc::clone(loops), Arc::clone(kaskade), args.room.clone());
+        let session = start(i);
         tasks.spawn(async move {
             let _permit = permit;
-            let mut handle = loops.open_on(1 + i % sub_loops, Role::Subscriber).await?;
-            let resource = match kaskade.subscribe(&room, None, &mut handle).await {
-                Ok(r) => r,
-                Err(e) => {
-                    handle.close();
-                    return Err(anyhow!(e).context("WHEP subscribe"));
-                }
-            };
-            if let Err(e) = handle.wait_connected(CONNECT_TIMEOUT).await {
-                let _ = kaskade.close(&resource).await;
-                handle.close();
-                return Err(anyhow!(e));
-            }
-            Ok::<_, anyhow::Error>((handle, resource))
+            session.await
         });
         if (i + 1) % 100 == 0 {
             eprintln!("ramp: {} subscribers started", i + 1);
@@ -749,36 +736,43 @@ async fn ramp_sansio(
     (ok, failed)
 }
 
+/// The ramp with sans-I/O subscribers, on loops 1.. (loop 0 is the publisher's).
+async fn ramp_sansio(
+    args: &Args,
+    loops: &Arc<ClientLoops>,
+    kaskade: &Arc<KaskadeWhipWhep>,
+) -> (Vec<(SessionHandle, SessionResource)>, Vec<String>) {
+    let sub_loops = loops.len() - 1;
+    ramp(args, |i| {
+        let (loops, kaskade, room) = (Arc::clone(loops), Arc::clone(kaskade), args.room.clone());
+        async move {
+            let mut handle = loops.open_on(1 + i % sub_loops, Role::Subscriber).await?;
+            let resource = match kaskade.subscribe(&room, None, &mut handle).await {
+                Ok(r) => r,
+                Err(e) => {
+                    handle.close();
+                    return Err(anyhow!(e).context("WHEP subscribe"));
+                }
+            };
+            if let Err(e) = handle.wait_connected(CONNECT_TIMEOUT).await {
+                let _ = kaskade.close(&resource).await;
+                handle.close();
+                return Err(anyhow!(e));
+            }
+            Ok((handle, resource))
+        }
+    })
+    .await
+}
+
 /// The same ramp with webrtc-rs subscribers (one async peer connection each).
 async fn ramp_webrtc_rs(
     args: &Args,
     node: std::net::SocketAddr,
 ) -> (Vec<cascade_client::Subscriber>, Vec<String>) {
-    let limit = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp_rate));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..args.subscribers {
-        ticker.tick().await;
-        let permit = Arc::clone(&limit)
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
+    ramp(args, |_| {
         let room = args.room.clone();
-        tasks.spawn(async move {
-            let _permit = permit;
-            cascade_client::Subscriber::connect(node, &room).await
-        });
-        if (i + 1) % 100 == 0 {
-            eprintln!("ramp: {} subscribers started", i + 1);
-        }
-    }
-    let (mut ok, mut failed) = (Vec::new(), Vec::new());
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(Ok(s)) => ok.push(s),
-            Ok(Err(e)) => failed.push(format!("{e:#}")),
-            Err(e) => failed.push(e.to_string()),
-        }
-    }
-    (ok, failed)
+        async move { cascade_client::Subscriber::connect(node, &room).await }
+    })
+    .await
 }
