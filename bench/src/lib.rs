@@ -3,3 +3,4 @@
 pub mod janus;
 pub mod loadgen;
 pub mod node_process;
+pub mod scenario;

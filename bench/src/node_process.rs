@@ -130,6 +130,11 @@ impl NodeProcess {
         }
     }
 
+    /// The node's process id (the binary is started directly, no wrapper).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Fails if the node has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -6,6 +6,7 @@
 //! - `http`: the pooled hyper HTTP/1 client under the API (crate-private);
 //! - `session`: the core API — [`JanusClient`], [`Session`] with its event pump, [`Handle`];
 //! - `videoroom`: the VideoRoom requests on a handle — [`VideoRoomHandle`];
+//! - `signalling`: [`JanusVideoRoom`], the load generator's driver for VideoRoom;
 //! - `error`: [`JanusError`], [`JanusProcessError`].
 //!
 //! `peer.rs` in this folder is deliberately *not* a module of the library: it holds the
@@ -23,10 +24,12 @@ pub mod error;
 mod http;
 pub mod process;
 pub mod session;
+pub mod signalling;
 pub mod videoroom;
 
 pub use config::JanusConfig;
 pub use error::{JanusError, JanusProcessError};
 pub use process::JanusProcess;
 pub use session::{Handle, HandleEvent, JanusClient, Jsep, JsepKind, PluginReply, Session};
+pub use signalling::JanusVideoRoom;
 pub use videoroom::{RoomOptions, VideoRoomHandle};

@@ -34,6 +34,9 @@ pub enum LoadgenError {
     /// Signalling with the SFU failed.
     #[error(transparent)]
     Signalling(#[from] SignallingError),
+    /// Janus's API refused or failed a request.
+    #[error("janus: {0}")]
+    Janus(#[from] crate::janus::JanusError),
 }
 
 /// The SFU's signalling (HTTP) failed.

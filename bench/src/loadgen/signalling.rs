@@ -68,6 +68,17 @@ pub trait SfuSignalling: Send + Sync {
 
     /// Ends a session made by [`publish`](Self::publish) or [`subscribe`](Self::subscribe).
     async fn close(&self, resource: &SessionResource) -> Result<(), LoadgenError>;
+
+    /// Waits until `tracks` published tracks of `room` can be subscribed to through this SFU
+    /// (an SFU whose `publish` returns only once the media is up needs no wait).
+    async fn wait_tracks(
+        &self,
+        _room: &str,
+        _tracks: usize,
+        _timeout: Duration,
+    ) -> Result<(), LoadgenError> {
+        Ok(())
+    }
 }
 
 /// An HTTP answer.
@@ -335,6 +346,41 @@ impl SfuSignalling for KaskadeWhipWhep {
             None => format!("/whep/{room}"),
         };
         self.offer_answer(&path, peer).await
+    }
+
+    /// Polls `GET /api/rooms/{room}` until it lists `tracks` tracks (remote ones included).
+    async fn wait_tracks(
+        &self,
+        room: &str,
+        tracks: usize,
+        timeout: Duration,
+    ) -> Result<(), LoadgenError> {
+        let url = self.url(&format!("/api/rooms/{room}"));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let last = match self.http.get_text(&url).await {
+                Ok(text) => {
+                    let listed = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["tracks"].as_array().map(Vec::len))
+                        .unwrap_or(0);
+                    if listed >= tracks {
+                        return Ok(());
+                    }
+                    format!("{listed} tracks listed")
+                }
+                Err(e) => e.to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SignallingError::BadResponse {
+                    url,
+                    reason: format!("{tracks} tracks not listed within {timeout:?} ({last})"),
+                }
+                .into());
+            }
+            // The node announces tracks only through this API (or the WebSocket protocol).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn close(&self, resource: &SessionResource) -> Result<(), LoadgenError> {

@@ -1,0 +1,264 @@
+//! `scenario::spec`: the benchmark scenarios by name and what each one runs — pure, no I/O.
+//!
+//! Owns [`Scenario`] (parsed from the fixed names `fanout-N`, `meeting-N`, `classroom`,
+//! `cascade-2`; any N parses, so a smoke run can use `fanout-5`, but results are comparable only
+//! under the names the README lists) and [`Plan`]: the publishers with their media, and every
+//! subscription as (subscriber, publisher). A subscription is one WebRTC session of its own, on
+//! Kaskade (WHEP to one publisher) and on Janus (one subscriber handle to one feed) alike.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::loadgen::session::PublisherSpec;
+use crate::loadgen::synthetic::{VideoConfig, VideoLayerSpec};
+
+/// Opus-sized audio of every publisher, bit/s.
+pub const AUDIO_BPS: u32 = 48_000;
+/// Video of the fan-out publisher, bit/s.
+pub const FANOUT_VIDEO_BPS: u32 = 1_000_000;
+/// Video of each meeting participant, bit/s (a mid-size tile).
+pub const MEETING_VIDEO_BPS: u32 = 500_000;
+/// Marker stream ids of publisher `i` start at `1 + i * STREAMS_PER_PUBLISHER` (audio first,
+/// then one per video layer).
+pub const STREAMS_PER_PUBLISHER: u32 = 10;
+
+/// A scenario by its fixed name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// 1 publisher (audio + 1 Mbit/s video) → N subscribers.
+    Fanout(usize),
+    /// N participants, each publishing audio + video and subscribing to all others.
+    Meeting(usize),
+    /// fanout-500 over two nodes in two sites (Kaskade only: Janus does not cascade).
+    Cascade2,
+}
+
+/// A name that is not a scenario.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown scenario {0:?}: expected fanout-N, meeting-N or cascade-2 \
+     (classroom is not built yet)"
+)]
+pub struct UnknownScenario(pub String);
+
+impl FromStr for Scenario {
+    type Err = UnknownScenario;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = |rest: &str| rest.parse::<usize>().ok().filter(|n| *n >= 1);
+        if let Some(n) = s.strip_prefix("fanout-").and_then(number) {
+            return Ok(Self::Fanout(n));
+        }
+        if let Some(n) = s
+            .strip_prefix("meeting-")
+            .and_then(number)
+            .filter(|n| *n >= 2)
+        {
+            return Ok(Self::Meeting(n));
+        }
+        if s == "cascade-2" {
+            return Ok(Self::Cascade2);
+        }
+        Err(UnknownScenario(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fanout(n) => write!(f, "fanout-{n}"),
+            Self::Meeting(n) => write!(f, "meeting-{n}"),
+            Self::Cascade2 => write!(f, "cascade-2"),
+        }
+    }
+}
+
+impl Scenario {
+    /// Whether Janus can run it (it has no cascade between servers).
+    pub fn janus_can_run(&self) -> bool {
+        !matches!(self, Self::Cascade2)
+    }
+
+    /// Sites (and nodes) Kaskade runs it on.
+    pub fn sites(&self) -> usize {
+        match self {
+            Self::Cascade2 => 2,
+            _ => 1,
+        }
+    }
+
+    /// One line saying what the scenario is.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Fanout(n) => format!(
+                "1 publisher (audio {} kbit/s + video {} kbit/s) → {n} subscribers",
+                AUDIO_BPS / 1000,
+                FANOUT_VIDEO_BPS / 1000
+            ),
+            Self::Meeting(n) => format!(
+                "{n} participants, each publishing audio {} kbit/s + video {} kbit/s and \
+                 subscribing to the {} others",
+                AUDIO_BPS / 1000,
+                MEETING_VIDEO_BPS / 1000,
+                n - 1
+            ),
+            Self::Cascade2 => format!(
+                "1 publisher (audio {} kbit/s + video {} kbit/s) on site A → 500 subscribers, \
+                 half on site A's node, half on site B's",
+                AUDIO_BPS / 1000,
+                FANOUT_VIDEO_BPS / 1000
+            ),
+        }
+    }
+
+    /// What to run.
+    pub fn plan(&self) -> Plan {
+        match *self {
+            Self::Fanout(n) => Plan::fanout(n, 1),
+            Self::Cascade2 => Plan::fanout(500, 2),
+            Self::Meeting(n) => {
+                let publishers = (0..n)
+                    .map(|i| PublisherPlan::new(i, MEETING_VIDEO_BPS, 0))
+                    .collect();
+                let subscriptions = (0..n)
+                    .flat_map(|s| {
+                        (0..n).filter(move |p| *p != s).map(move |p| Subscription {
+                            subscriber: s,
+                            publisher: p,
+                            site: 0,
+                        })
+                    })
+                    .collect();
+                Plan {
+                    publishers,
+                    subscriptions,
+                }
+            }
+        }
+    }
+}
+
+/// One publisher of a plan.
+#[derive(Clone, Debug)]
+pub struct PublisherPlan {
+    pub spec: PublisherSpec,
+    /// Site whose node it publishes to (0 unless cascaded).
+    pub site: usize,
+}
+
+impl PublisherPlan {
+    fn new(index: usize, video_bps: u32, site: usize) -> Self {
+        Self {
+            spec: PublisherSpec {
+                audio_bps: Some(AUDIO_BPS),
+                video: Some(VideoConfig {
+                    layers: VideoLayerSpec::single(video_bps),
+                    ..VideoConfig::single(video_bps)
+                }),
+                first_stream: 1 + index as u32 * STREAMS_PER_PUBLISHER,
+            },
+            site,
+        }
+    }
+}
+
+/// One subscription: `subscriber` (an index among the plan's subscribers; in a meeting, the
+/// participant's index) receives `publisher`'s tracks through a node of `site`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    pub subscriber: usize,
+    pub publisher: usize,
+    pub site: usize,
+}
+
+/// Publishers and subscriptions of one scenario.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub publishers: Vec<PublisherPlan>,
+    pub subscriptions: Vec<Subscription>,
+}
+
+impl Plan {
+    /// One publisher on site 0 → `n` subscribers spread round robin over `sites`.
+    fn fanout(n: usize, sites: usize) -> Self {
+        Self {
+            publishers: vec![PublisherPlan::new(0, FANOUT_VIDEO_BPS, 0)],
+            subscriptions: (0..n)
+                .map(|i| Subscription {
+                    subscriber: i,
+                    publisher: 0,
+                    site: i % sites.max(1),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether marker stream `id` is an audio stream.
+    pub fn is_audio_stream(&self, id: u32) -> bool {
+        self.publishers
+            .iter()
+            .any(|p| p.spec.audio_bps.is_some() && p.spec.first_stream == id)
+    }
+
+    /// Tracks each publisher sends (audio + video).
+    pub fn tracks_of(&self, publisher: usize) -> usize {
+        let spec = &self.publishers[publisher].spec;
+        usize::from(spec.audio_bps.is_some()) + usize::from(spec.video.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_bad_names_are_refused() {
+        for name in ["fanout-100", "fanout-5", "meeting-25", "cascade-2"] {
+            assert_eq!(name.parse::<Scenario>().unwrap().to_string(), name);
+        }
+        for bad in [
+            "fanout-0",
+            "fanout-",
+            "fanout-x",
+            "meeting-1",
+            "classroom",
+            "cascade-3",
+            "",
+        ] {
+            assert!(bad.parse::<Scenario>().is_err(), "{bad}");
+        }
+        assert!(!Scenario::Cascade2.janus_can_run());
+        assert!(Scenario::Meeting(10).janus_can_run());
+    }
+
+    #[test]
+    fn meeting_subscribes_everyone_to_everyone_else() {
+        let plan = Scenario::Meeting(4).plan();
+        assert_eq!(plan.publishers.len(), 4);
+        assert_eq!(plan.subscriptions.len(), 12);
+        assert!(
+            plan.subscriptions
+                .iter()
+                .all(|s| s.subscriber != s.publisher)
+        );
+        let firsts: Vec<u32> = plan
+            .publishers
+            .iter()
+            .map(|p| p.spec.first_stream)
+            .collect();
+        assert_eq!(firsts, [1, 11, 21, 31]);
+        assert!(plan.is_audio_stream(11) && !plan.is_audio_stream(12));
+        assert_eq!(plan.tracks_of(3), 2);
+    }
+
+    #[test]
+    fn cascade_splits_the_audience_over_two_sites() {
+        let plan = Scenario::Cascade2.plan();
+        assert_eq!(plan.subscriptions.len(), 500);
+        let on_b = plan.subscriptions.iter().filter(|s| s.site == 1).count();
+        assert_eq!(on_b, 250);
+        assert_eq!(plan.publishers[0].site, 0);
+        let fanout = Scenario::Fanout(3).plan();
+        assert!(fanout.subscriptions.iter().all(|s| s.site == 0));
+    }
+}
