@@ -101,8 +101,12 @@ pub async fn run(
         });
     }
     let tracks: usize = (0..plan.publishers.len()).map(|p| plan.tracks_of(p)).sum();
-    for site in &sfu.sites {
-        site.wait_tracks(ROOM, tracks, TRACKS_TIMEOUT)
+    // Other sites learn of the room when a subscription asks for it there.
+    let mut publishing_sites: Vec<usize> = plan.publishers.iter().map(|p| p.site).collect();
+    publishing_sites.dedup();
+    for site in publishing_sites {
+        sfu.sites[site]
+            .wait_tracks(ROOM, tracks, TRACKS_TIMEOUT)
             .await
             .with_context(|| format!("{label}: tracks listed"))?;
     }
@@ -175,7 +179,11 @@ async fn ramp(
             .await
             .expect("semaphore open");
         let signalling: Arc<dyn SfuSignalling> = Arc::clone(&sfu.sites[s.site]);
-        let publisher = publishers[s.publisher].resource.publisher.clone();
+        // With one publisher the room's tracks are its tracks: no need to name it (a site that
+        // has not seen the room yet learns it from the subscription).
+        let publisher = (publishers.len() > 1)
+            .then(|| publishers[s.publisher].resource.publisher.clone())
+            .flatten();
         let (loops, site, bar) = (Arc::clone(loops), s.site, bar.clone());
         tasks.spawn(async move {
             let _permit = permit;
