@@ -230,9 +230,11 @@ fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
     metric
 }
 
-/// Latency buckets from 1 µs to 20 ms, dense where the in-node targets are (30 µs / 200 µs).
-const LATENCY_BUCKETS: [f64; 13] = [
-    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 5e-3, 2e-2,
+/// Latency buckets from 1 µs to 1 s, dense where the in-node targets are (30 µs / 200 µs) and
+/// wide enough for a node queueing behind a large fan-out.
+const LATENCY_BUCKETS: [f64; 20] = [
+    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2,
+    1e-1, 2e-1, 5e-1, 1.0,
 ];
 
 impl Metrics {

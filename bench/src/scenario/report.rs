@@ -153,7 +153,7 @@ pub fn cdf_svg(scenario: &str, runs: &[RunFigures]) -> String {
     const W: f64 = 720.0;
     const H: f64 = 420.0;
     const LEFT: f64 = 60.0;
-    const RIGHT: f64 = 20.0;
+    const RIGHT: f64 = 40.0;
     const TOP: f64 = 40.0;
     const BOTTOM: f64 = 50.0;
     let points = runs.iter().flat_map(|r| r.cdf.iter().map(|p| p.0.max(1.0)));
@@ -181,7 +181,9 @@ pub fn cdf_svg(scenario: &str, runs: &[RunFigures]) -> String {
     );
     for e in lo_exp as i32..=hi_exp as i32 {
         let us = 10f64.powi(e);
-        let label = if us >= 1000.0 {
+        let label = if us >= 1e6 {
+            format!("{} s", us / 1e6)
+        } else if us >= 1000.0 {
             format!("{} ms", us / 1000.0)
         } else {
             format!("{us} µs")
@@ -194,7 +196,7 @@ pub fn cdf_svg(scenario: &str, runs: &[RunFigures]) -> String {
             H - BOTTOM + 16.0
         );
     }
-    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+    for q in [0.0, 0.25, 0.5, 0.75, 0.9, 1.0] {
         let _ = writeln!(
             svg,
             r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">{q}</text>"##,
@@ -229,7 +231,7 @@ pub fn cdf_svg(scenario: &str, runs: &[RunFigures]) -> String {
         let _ = writeln!(
             svg,
             r#"<text x="{:.1}" y="{:.1}" fill="{colour}">{} run {}</text>"#,
-            W - RIGHT - 120.0,
+            LEFT + 10.0,
             TOP + 16.0 + 14.0 * i as f64,
             r.sfu,
             r.round + 1

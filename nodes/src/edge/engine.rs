@@ -8,9 +8,10 @@
 
 mod relay_side;
 
+use super::batch_send::DatagramBatch;
 use super::datagram::{DatagramClass, classify, stun_local_ufrag};
 use super::offer::{check_answer, parse_offer};
-use super::peer_factory::new_peer;
+use super::peer_factory::{PeerRole, new_peer};
 use crate::metrics::{self, Metrics};
 use crate::relay::bridge::{EngineRelayPorts, EngineToRelay, RelayPacketIn, RelayToEngine};
 use bytes::BytesMut;
@@ -166,6 +167,8 @@ struct Engine {
     /// Reused buffer for a forwarder's keyframe requests.
     requests_scratch: Vec<KeyframeRequest>,
     dirty: Vec<SessionKey>,
+    /// Datagrams of this turn, sent together at its end.
+    outbox: DatagramBatch,
     /// (subscriber, arrival) of every copy forwarded this turn, for the latency histogram.
     latency: Vec<(SessionKey, Instant)>,
     /// Sessions whose DTLS came up this turn: their subscriber legs start now.
@@ -211,6 +214,7 @@ impl Engine {
             keyframe_requests: Vec::new(),
             requests_scratch: Vec::new(),
             dirty: Vec::new(),
+            outbox: DatagramBatch::default(),
             latency: Vec::new(),
             newly_connected: Vec::new(),
             closing: Vec::new(),
@@ -586,43 +590,40 @@ impl Engine {
         }
     }
 
-    /// Sends what the touched sessions queued and closes sessions that ended.
+    /// Sends what the touched sessions queued (one `sendmmsg` per [`super::batch_send::BATCH`]
+    /// datagrams) and closes sessions that ended.
     fn flush(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable();
         dirty.dedup();
-        let mut sent_at: HashMap<SessionKey, Instant> = HashMap::new();
-        for key in dirty {
-            let Some(session) = self.sessions.get_mut(&key) else {
+        for key in &dirty {
+            let Some(session) = self.sessions.get_mut(key) else {
                 continue;
             };
             while let Some(out) = session.pc.poll_write() {
-                match self
-                    .socket
-                    .try_send_to(&out.message, out.transport.peer_addr)
-                {
-                    Ok(n) => {
-                        self.metrics.packets_out.inc();
-                        self.metrics.bytes_out.inc_by(n as u64);
-                    }
-                    Err(_) => {
-                        self.metrics
-                            .dropped_datagrams
-                            .get_or_create(&metrics::DROP_SEND_FAILED)
-                            .inc();
-                    }
-                }
+                self.outbox.push(out.message, out.transport.peer_addr);
             }
-            sent_at.insert(key, Instant::now());
             session.deadline = session.pc.poll_timeout();
         }
+        let outcome = self.outbox.flush(&self.socket);
+        let sent = Instant::now();
+        self.metrics.packets_out.inc_by(outcome.sent);
+        self.metrics.bytes_out.inc_by(outcome.bytes);
+        if outcome.failed > 0 {
+            self.metrics
+                .dropped_datagrams
+                .get_or_create(&metrics::DROP_SEND_FAILED)
+                .inc_by(outcome.failed);
+        }
         for (key, arrival) in self.latency.drain(..) {
-            if let Some(sent) = sent_at.get(&key) {
+            if self.sessions.contains_key(&key) {
                 self.metrics
                     .forward_latency
                     .observe(sent.saturating_duration_since(arrival).as_secs_f64());
             }
         }
+        dirty.clear();
+        self.dirty = dirty;
         for (key, reason) in std::mem::take(&mut self.closing) {
             self.close_session(key, &reason);
         }
@@ -773,7 +774,7 @@ impl Engine {
                 key
             }
             None => {
-                let peer = new_peer(self.advertised, now)
+                let peer = new_peer(self.advertised, PeerRole::Publisher, now)
                     .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
                 self.insert_session(participant.clone(), peer.pc, peer.ufrag, events, false)
             }
@@ -1021,8 +1022,8 @@ impl Engine {
         parse_offer(&offer).map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
         let description = RTCSessionDescription::offer(offer)
             .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
-        let peer =
-            new_peer(self.advertised, now).map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        let peer = new_peer(self.advertised, PeerRole::Subscriber, now)
+            .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
         let key = self.insert_session(participant, peer.pc, peer.ufrag, events, false);
         for desc in &tracks {
             if let Err(e) = self.add_outbound(key, desc) {
@@ -1071,8 +1072,8 @@ impl Engine {
         if present.is_empty() {
             return Err(EdgeError::UnknownTrack);
         }
-        let peer =
-            new_peer(self.advertised, now).map_err(|e| EdgeError::Negotiation(e.to_string()))?;
+        let peer = new_peer(self.advertised, PeerRole::Subscriber, now)
+            .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
         let key = self.insert_session(participant.clone(), peer.pc, peer.ufrag, events, true);
         let mut refused = None;
         for desc in &present {

@@ -1,16 +1,24 @@
 //! Builds the node's side of a peer connection: ICE-lite with fixed random credentials (so the
 //! engine can route STUN by ufrag), one host candidate on the shared media socket, the codecs a
-//! node forwards, and the interceptors it wants. The NACK *responder* is left out on purpose:
-//! retransmissions are answered from the forwarder's per-track packet cache instead of a copy of
-//! every packet per subscriber.
+//! node forwards, and the interceptors its role needs. The NACK *responder* is left out on
+//! purpose: retransmissions are answered from the forwarder's per-track packet cache instead of a
+//! copy of every packet per subscriber.
+//!
+//! Every interceptor is a stage each packet of the session walks through (and is moved through),
+//! so a session gets only those of its direction: a publisher's session (media in) generates
+//! NACKs, transport-cc feedback and receiver reports; a subscriber's session (media out) sends
+//! sender reports and passes the subscriber's NACK/PLI/FIR up to the forwarder. Both offer the
+//! same SDP (codecs, feedback, header extensions) as before the split.
 
 use super::feedback_interceptor::{FEEDBACK_SLOT, FeedbackToNode};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
+use rtc::interceptor::{
+    NackGeneratorBuilder, ReceiverReportBuilder, Registry, SenderReportBuilder, Slot,
+};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -24,6 +32,15 @@ use std::time::{Duration, Instant};
 /// How long without ICE traffic before a session counts as gone (client vanished).
 pub const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(10);
 pub const ICE_FAILED_AFTER: Duration = Duration::from_secs(20);
+
+/// Which way media flows in a session: it decides the interceptor chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// The client publishes: media comes in.
+    Publisher,
+    /// The client subscribes: media goes out.
+    Subscriber,
+}
 
 /// A fresh peer connection and the ICE ufrag it answers to.
 pub struct NewPeer {
@@ -42,6 +59,7 @@ fn random_token(len: usize) -> String {
 /// Builds a peer connection whose only candidate is `advertised` (the shared media socket).
 pub fn new_peer(
     advertised: SocketAddr,
+    role: PeerRole,
     now: Instant,
 ) -> Result<NewPeer, rtc::shared::error::Error> {
     let ufrag = random_token(16);
@@ -75,11 +93,16 @@ pub fn new_peer(
         RtpCodecKind::Video,
     );
     configure_simulcast_extension_headers(&mut media)?;
-    let registry = Registry::new()
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-        .with(Slot::from(FEEDBACK_SLOT), FeedbackToNode::default());
-    let registry = configure_twcc_receiver_only(registry, &mut media)?;
-    let registry = configure_rtcp_reports(registry);
+    // Registers transport-cc in the SDP (with its receiver-side interceptor in that registry).
+    let with_twcc = configure_twcc_receiver_only(Registry::new(), &mut media)?;
+    let registry = match role {
+        PeerRole::Publisher => with_twcc
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+        PeerRole::Subscriber => Registry::new()
+            .with(Slot::SenderReport, SenderReportBuilder::new().build())
+            .with(Slot::from(FEEDBACK_SLOT), FeedbackToNode::default()),
+    };
 
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
