@@ -1,8 +1,10 @@
-//! The benchmark harness must not rot: `kaskade-bench` runs two tiny scenarios against Kaskade
+//! The benchmark harness must not rot: `kaskade-bench` runs three tiny scenarios against Kaskade
 //! and Janus for a second each and must produce what a full run produces — every session
 //! connected and receiving on both servers, the JSON and the latency CDF per scenario, a table,
-//! and the machine-readable ratio lines last. This tests the harness, not performance: no figure
-//! is compared with a threshold.
+//! and the machine-readable ratio lines last. This tests the harness, not performance: no
+//! performance figure is compared with a threshold. One media check: in the classroom the
+//! students' camera subscriptions are capped at the low simulcast layer on both servers, so each
+//! student receives far fewer video packets than the top layer alone would bring.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,7 +29,7 @@ fn kaskade_bench_runs_scenarios_against_kaskade_and_janus_and_reports_ratios() {
         }
     };
     let output = Command::new(env!("CARGO_BIN_EXE_kaskade-bench"))
-        .args(["fanout-3", "meeting-2", "--against", against])
+        .args(["fanout-3", "meeting-2", "classroom-2", "--against", against])
         .args(["--duration", "1", "--warmup", "0.5", "--ramp-rate", "20"])
         .args(["--no-append", "--quiet", "--out"])
         .arg(out.path())
@@ -43,10 +45,8 @@ fn kaskade_bench_runs_scenarios_against_kaskade_and_janus_and_reports_ratios() {
     );
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
     let servers: Vec<&str> = against.split(',').collect();
-    for (line, scenario) in lines[lines.len() - 2..]
-        .iter()
-        .zip(["fanout-3", "meeting-2"])
-    {
+    let scenarios = ["fanout-3", "meeting-2", "classroom-2"];
+    for (line, scenario) in lines[lines.len() - 3..].iter().zip(scenarios) {
         let fields: Vec<&str> = line.split(' ').collect();
         assert_eq!(fields.len(), 4, "ratio line: {line}");
         assert_eq!((fields[0], fields[1]), ("ratio", scenario), "{line}");
@@ -58,8 +58,13 @@ fn kaskade_bench_runs_scenarios_against_kaskade_and_janus_and_reports_ratios() {
             assert_eq!(v.is_finite() && v > 0.0, servers.len() == 2, "{line}");
         }
     }
-    for scenario in ["fanout-3", "meeting-2"] {
-        let subscriptions = if scenario == "fanout-3" { 3 } else { 2 };
+    for scenario in scenarios {
+        let subscriptions = match scenario {
+            "fanout-3" => 3,
+            "meeting-2" => 2,
+            // 2 students × (teacher camera + screen + 5 speakers).
+            _ => 14,
+        };
         let json: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.path().join(format!("{scenario}.json")))
                 .expect("the scenario's JSON"),
@@ -84,6 +89,17 @@ fn kaskade_bench_runs_scenarios_against_kaskade_and_janus_and_reports_ratios() {
             assert!(run["latency"]["p99_us"].as_f64().unwrap() > 0.0, "{run}");
             // Only Kaskade reports its in-node forwarding latency.
             assert_eq!(run["kaskade"].is_object(), sfu == "kaskade", "{run}");
+            if scenario == "classroom-2" {
+                // Camera low layer (150 kbit/s, ≤ ~35 packets/s) + screen (800 kbit/s at 15 fps,
+                // ~85 packets/s); the top layer alone would be ~160 packets/s.
+                let per_student = run["video"]["received"].as_f64().unwrap()
+                    / run["window_s"].as_f64().unwrap()
+                    / 2.0;
+                assert!(
+                    (60.0..170.0).contains(&per_student),
+                    "{sfu}: {per_student:.0} video packets/s per student: {run}"
+                );
+            }
         }
         let svg = std::fs::read_to_string(out.path().join(format!("{scenario}-latency-cdf.svg")))
             .expect("the scenario's CDF");

@@ -500,15 +500,10 @@ impl ParticipantState {
 
     fn set_layer(&mut self, track: TrackId, layer: LayerChoice) {
         if let Some(session) = self.subscribe {
-            let layer = match layer {
-                LayerChoice::Low => 0,
-                LayerChoice::Medium => 1,
-                LayerChoice::High => 2,
-            };
             let _ = self.engine.send(EngineCommand::SetLayer {
                 session,
                 track,
-                layer,
+                layer: layer.index(),
             });
         }
     }

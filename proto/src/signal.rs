@@ -77,6 +77,17 @@ pub enum LayerChoice {
     High,
 }
 
+impl LayerChoice {
+    /// The simulcast layer index, lowest first (0 = low, 2 = high).
+    pub fn index(self) -> u8 {
+        match self {
+            Self::Low => 0,
+            Self::Medium => 1,
+            Self::High => 2,
+        }
+    }
+}
+
 /// An ICE candidate from the client (trickle ICE), in the browser's `RTCIceCandidateInit` shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceCandidate {

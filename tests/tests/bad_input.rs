@@ -93,6 +93,19 @@ fn http_rejects_malformed_unknown_and_oversized_requests() {
     )
     .unwrap();
     assert_status_with_reason(&r, 404, "WHEP for an unknown publisher");
+    for url in [
+        "/whep/live?layer=ultra",
+        &format!("/whep/live/{publisher_id}?layer=2"),
+    ] {
+        let r = http::post(
+            &node.at(url),
+            "application/sdp",
+            VALID_RECVONLY_OFFER.as_bytes(),
+        )
+        .unwrap();
+        assert_status_with_reason(&r, 400, &format!("WHEP {url} (no such layer)"));
+        assert!(r.text().contains("layer"), "{url}: {}", r.text());
+    }
 
     // 70 KiB, larger than the 64 KiB limit, starting like an SDP.
     let mut big = String::from("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");

@@ -20,10 +20,22 @@ use super::error::JanusError;
 use super::session::{JanusClient, Session};
 use super::videoroom::{RoomOptions, VideoRoomHandle};
 use crate::loadgen::error::LoadgenError;
-use crate::loadgen::signalling::{Negotiator, SessionResource, SfuSignalling};
+use crate::loadgen::signalling::{LayerCap, Negotiator, SessionResource, SfuSignalling};
 
 /// How long a publisher's PeerConnection may take to come up in Janus.
 pub const WEBRTCUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Janus's simulcast substream for a layer cap. Janus numbers substreams in the order of the
+/// publisher's encodings, and the load generator sends them lowest first (`q`, `h`, `f`), which
+/// Janus takes as substream 0 = highest (checked on this machine, see `../shared/README.md`):
+/// low is 2.
+fn substream_of(layer: LayerCap) -> u8 {
+    match layer {
+        LayerCap::Low => 2,
+        LayerCap::Medium => 1,
+        LayerCap::High => 0,
+    }
+}
 
 /// A VideoRoom room as this driver knows it.
 #[derive(Debug, Clone)]
@@ -152,11 +164,15 @@ impl SfuSignalling for JanusVideoRoom {
         &self,
         room: &str,
         publisher: Option<&str>,
+        layer: Option<LayerCap>,
         peer: &mut dyn Negotiator,
     ) -> Result<SessionResource, LoadgenError> {
         let (room_id, feed) = self.feed(room, publisher).await?;
         let handle = VideoRoomHandle::attach(self.next_session()).await?;
-        let subscription = handle.join_subscriber(room_id, &[feed], None).await?;
+        let substream = layer.map(substream_of);
+        let subscription = handle
+            .join_subscriber_with(room_id, &[(feed, substream)], None)
+            .await?;
         let answer = peer.answer(subscription.offer).await?;
         handle.start(&answer).await?;
         Ok(self.keep(handle, None))

@@ -250,7 +250,25 @@ impl VideoRoomHandle {
         feeds: &[u64],
         private_id: Option<u64>,
     ) -> Result<Subscription, JanusError> {
-        let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
+        let feeds: Vec<(u64, Option<u8>)> = feeds.iter().map(|f| (*f, None)).collect();
+        self.join_subscriber_with(room, &feeds, private_id).await
+    }
+
+    /// [`join_subscriber`](Self::join_subscriber) with a simulcast substream per feed (Janus's
+    /// numbering; `None` keeps its default).
+    pub async fn join_subscriber_with(
+        &self,
+        room: u64,
+        feeds: &[(u64, Option<u8>)],
+        private_id: Option<u64>,
+    ) -> Result<Subscription, JanusError> {
+        let streams: Vec<Value> = feeds
+            .iter()
+            .map(|(feed, substream)| match substream {
+                Some(s) => json!({"feed": feed, "substream": s}),
+                None => json!({"feed": feed}),
+            })
+            .collect();
         let mut body = json!({"request": "join", "ptype": "subscriber", "room": room,
                               "streams": streams});
         if let Some(private_id) = private_id {

@@ -25,4 +25,4 @@ pub mod synthetic;
 
 pub use client_loop::{ClientLoops, LoopReport, SessionHandle};
 pub use error::{LoadgenError, SignallingError};
-pub use signalling::{KaskadeWhipWhep, Negotiator, SessionResource, SfuSignalling};
+pub use signalling::{KaskadeWhipWhep, LayerCap, Negotiator, SessionResource, SfuSignalling};

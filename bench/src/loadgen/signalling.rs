@@ -45,6 +45,26 @@ pub struct SessionResource {
     pub publisher: Option<String>,
 }
 
+/// The highest simulcast layer a subscription wants (the SFU's default when not given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerCap {
+    Low,
+    Medium,
+    High,
+}
+
+impl LayerCap {
+    /// `low`, `medium`, `high` (Kaskade's WHEP `?layer=`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
 /// One SFU's signalling, as the load generator drives it.
 #[async_trait::async_trait]
 pub trait SfuSignalling: Send + Sync {
@@ -58,11 +78,13 @@ pub trait SfuSignalling: Send + Sync {
         peer: &mut dyn Negotiator,
     ) -> Result<SessionResource, LoadgenError>;
 
-    /// Subscribes `peer` to `publisher` in `room` (to the room's first publisher when `None`).
+    /// Subscribes `peer` to `publisher` in `room` (to the room's first publisher when `None`),
+    /// receiving at most simulcast layer `layer`.
     async fn subscribe(
         &self,
         room: &str,
         publisher: Option<&str>,
+        layer: Option<LayerCap>,
         peer: &mut dyn Negotiator,
     ) -> Result<SessionResource, LoadgenError>;
 
@@ -339,12 +361,16 @@ impl SfuSignalling for KaskadeWhipWhep {
         &self,
         room: &str,
         publisher: Option<&str>,
+        layer: Option<LayerCap>,
         peer: &mut dyn Negotiator,
     ) -> Result<SessionResource, LoadgenError> {
-        let path = match publisher {
+        let mut path = match publisher {
             Some(p) => format!("/whep/{room}/{p}"),
             None => format!("/whep/{room}"),
         };
+        if let Some(layer) = layer {
+            path = format!("{path}?layer={}", layer.name());
+        }
         self.offer_answer(&path, peer).await
     }
 
@@ -503,7 +529,10 @@ mod tests {
         .await;
         let kaskade = KaskadeWhipWhep::new(&entry).unwrap();
         let mut peer = Scripted::default();
-        let resource = kaskade.subscribe("room1", None, &mut peer).await.unwrap();
+        let resource = kaskade
+            .subscribe("room1", None, None, &mut peer)
+            .await
+            .unwrap();
         assert_eq!(peer.answer.as_deref(), Some("v=0 answer"));
         assert_eq!(resource.id, format!("{target}/sessions/s1"));
         assert_eq!(resource.publisher, None);

@@ -127,8 +127,8 @@ pub fn cdf_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         return Vec::new();
     }
     let mut qs: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
-    qs.extend((0..10).map(|i| 0.99 + i as f64 / 1000.0));
-    qs.extend((0..10).map(|i| 0.999 + i as f64 / 10_000.0));
+    qs.extend((1..10).map(|i| 0.99 + i as f64 / 1000.0));
+    qs.extend((1..10).map(|i| 0.999 + i as f64 / 10_000.0));
     qs.push(1.0);
     qs.into_iter()
         .map(|q| (h.value_at_quantile(q) as f64, q))

@@ -27,7 +27,7 @@ use crate::loadgen::proc_stats::{self, ProcSample};
 use crate::loadgen::prom_text::{PromText, bucket_quantile};
 use crate::loadgen::session::Role;
 use crate::loadgen::synthetic::MediaClock;
-use crate::loadgen::{SessionResource, SfuSignalling};
+use crate::loadgen::{LayerCap, SessionResource, SfuSignalling};
 
 /// How long one session may take from its offer to `connected`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -184,10 +184,10 @@ async fn ramp(
         let publisher = (publishers.len() > 1)
             .then(|| publishers[s.publisher].resource.publisher.clone())
             .flatten();
-        let (loops, site, bar) = (Arc::clone(loops), s.site, bar.clone());
+        let (loops, site, layer, bar) = (Arc::clone(loops), s.site, s.layer, bar.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            let result = subscribe(&loops, 1 + i % sub_loops, &*signalling, publisher).await;
+            let result = subscribe(&loops, 1 + i % sub_loops, &*signalling, publisher, layer).await;
             bar.inc(1);
             result.map(|(handle, resource)| Open {
                 handle,
@@ -214,10 +214,11 @@ async fn subscribe(
     index: usize,
     signalling: &dyn SfuSignalling,
     publisher: Option<String>,
+    layer: Option<LayerCap>,
 ) -> anyhow::Result<(SessionHandle, SessionResource)> {
     let mut handle = loops.open_on(index, Role::Subscriber).await?;
     let resource = match signalling
-        .subscribe(ROOM, publisher.as_deref(), &mut handle)
+        .subscribe(ROOM, publisher.as_deref(), layer, &mut handle)
         .await
     {
         Ok(r) => r,

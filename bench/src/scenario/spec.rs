@@ -1,14 +1,16 @@
 //! `scenario::spec`: the benchmark scenarios by name and what each one runs — pure, no I/O.
 //!
 //! Owns [`Scenario`] (parsed from the fixed names `fanout-N`, `meeting-N`, `classroom`,
-//! `cascade-2`; any N parses, so a smoke run can use `fanout-5`, but results are comparable only
-//! under the names the README lists) and [`Plan`]: the publishers with their media, and every
-//! subscription as (subscriber, publisher). A subscription is one WebRTC session of its own, on
-//! Kaskade (WHEP to one publisher) and on Janus (one subscriber handle to one feed) alike.
+//! `cascade-2`; any N parses, and `classroom-N` too, so a smoke run can use `fanout-5`, but
+//! results are comparable only under the names the README lists) and [`Plan`]: the publishers
+//! with their media, and every subscription as (subscriber, publisher, layer cap). A
+//! subscription is one WebRTC session of its own, on Kaskade (WHEP to one publisher) and on Janus
+//! (one subscriber handle to one feed) alike.
 
 use std::fmt;
 use std::str::FromStr;
 
+use crate::loadgen::LayerCap;
 use crate::loadgen::session::PublisherSpec;
 use crate::loadgen::synthetic::{VideoConfig, VideoLayerSpec};
 
@@ -18,6 +20,15 @@ pub const AUDIO_BPS: u32 = 48_000;
 pub const FANOUT_VIDEO_BPS: u32 = 1_000_000;
 /// Video of each meeting participant, bit/s (a mid-size tile).
 pub const MEETING_VIDEO_BPS: u32 = 500_000;
+/// The classroom teacher's camera: three simulcast layers q/h/f, bit/s.
+pub const TEACHER_LAYERS_BPS: [u32; 3] = [150_000, 500_000, 1_500_000];
+/// The classroom teacher's screen share: one layer, bit/s, at [`SCREEN_FPS`].
+pub const SCREEN_BPS: u32 = 800_000;
+pub const SCREEN_FPS: u32 = 15;
+/// Students of the classroom who speak (audio only).
+pub const SPEAKERS: usize = 5;
+/// Students of `classroom`.
+pub const CLASSROOM_STUDENTS: usize = 1000;
 /// Marker stream ids of publisher `i` start at `1 + i * STREAMS_PER_PUBLISHER` (audio first,
 /// then one per video layer).
 pub const STREAMS_PER_PUBLISHER: u32 = 10;
@@ -31,14 +42,14 @@ pub enum Scenario {
     Meeting(usize),
     /// fanout-500 over two nodes in two sites (Kaskade only: Janus does not cascade).
     Cascade2,
+    /// A teacher (audio + 3-layer simulcast camera + screen share) and 5 speaking students →
+    /// N students on the camera's low layer.
+    Classroom(usize),
 }
 
 /// A name that is not a scenario.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown scenario {0:?}: expected fanout-N, meeting-N or cascade-2 \
-     (classroom is not built yet)"
-)]
+#[error("unknown scenario {0:?}: expected fanout-N, meeting-N, classroom[-N] or cascade-2")]
 pub struct UnknownScenario(pub String);
 
 impl FromStr for Scenario {
@@ -59,6 +70,12 @@ impl FromStr for Scenario {
         if s == "cascade-2" {
             return Ok(Self::Cascade2);
         }
+        if s == "classroom" {
+            return Ok(Self::Classroom(CLASSROOM_STUDENTS));
+        }
+        if let Some(n) = s.strip_prefix("classroom-").and_then(number) {
+            return Ok(Self::Classroom(n));
+        }
         Err(UnknownScenario(s.to_owned()))
     }
 }
@@ -69,6 +86,8 @@ impl fmt::Display for Scenario {
             Self::Fanout(n) => write!(f, "fanout-{n}"),
             Self::Meeting(n) => write!(f, "meeting-{n}"),
             Self::Cascade2 => write!(f, "cascade-2"),
+            Self::Classroom(CLASSROOM_STUDENTS) => write!(f, "classroom"),
+            Self::Classroom(n) => write!(f, "classroom-{n}"),
         }
     }
 }
@@ -108,6 +127,15 @@ impl Scenario {
                 AUDIO_BPS / 1000,
                 FANOUT_VIDEO_BPS / 1000
             ),
+            Self::Classroom(n) => format!(
+                "teacher (audio + camera simulcast {}/{}/{} kbit/s + screen {} kbit/s) and \
+                 {SPEAKERS} speaking students → {n} students, each with one session per \
+                 publisher, camera on its low layer",
+                TEACHER_LAYERS_BPS[0] / 1000,
+                TEACHER_LAYERS_BPS[1] / 1000,
+                TEACHER_LAYERS_BPS[2] / 1000,
+                SCREEN_BPS / 1000
+            ),
         }
     }
 
@@ -126,6 +154,7 @@ impl Scenario {
                             subscriber: s,
                             publisher: p,
                             site: 0,
+                            layer: None,
                         })
                     })
                     .collect();
@@ -134,6 +163,7 @@ impl Scenario {
                     subscriptions,
                 }
             }
+            Self::Classroom(n) => Plan::classroom(n),
         }
     }
 }
@@ -148,13 +178,19 @@ pub struct PublisherPlan {
 
 impl PublisherPlan {
     fn new(index: usize, video_bps: u32, site: usize) -> Self {
+        Self::with(
+            index,
+            Some(AUDIO_BPS),
+            Some(VideoConfig::single(video_bps)),
+            site,
+        )
+    }
+
+    fn with(index: usize, audio_bps: Option<u32>, video: Option<VideoConfig>, site: usize) -> Self {
         Self {
             spec: PublisherSpec {
-                audio_bps: Some(AUDIO_BPS),
-                video: Some(VideoConfig {
-                    layers: VideoLayerSpec::single(video_bps),
-                    ..VideoConfig::single(video_bps)
-                }),
+                audio_bps,
+                video,
                 first_stream: 1 + index as u32 * STREAMS_PER_PUBLISHER,
             },
             site,
@@ -163,12 +199,14 @@ impl PublisherPlan {
 }
 
 /// One subscription: `subscriber` (an index among the plan's subscribers; in a meeting, the
-/// participant's index) receives `publisher`'s tracks through a node of `site`.
+/// participant's index) receives `publisher`'s tracks through a node of `site`, video at most
+/// at `layer`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subscription {
     pub subscriber: usize,
     pub publisher: usize,
     pub site: usize,
+    pub layer: Option<LayerCap>,
 }
 
 /// Publishers and subscriptions of one scenario.
@@ -188,8 +226,44 @@ impl Plan {
                     subscriber: i,
                     publisher: 0,
                     site: i % sites.max(1),
+                    layer: None,
                 })
                 .collect(),
+        }
+    }
+
+    /// Publisher 0: the teacher's audio and simulcast camera; 1: the teacher's screen share;
+    /// 2..: the speaking students' audio. Every one of `n` students subscribes to each of them,
+    /// the camera capped at its low layer.
+    fn classroom(n: usize) -> Self {
+        let [q, h, f] = TEACHER_LAYERS_BPS;
+        let camera = VideoConfig {
+            layers: VideoLayerSpec::simulcast(q, h, f),
+            ..VideoConfig::single(f)
+        };
+        let screen = VideoConfig {
+            fps: SCREEN_FPS,
+            ..VideoConfig::single(SCREEN_BPS)
+        };
+        let mut publishers = vec![
+            PublisherPlan::with(0, Some(AUDIO_BPS), Some(camera), 0),
+            PublisherPlan::with(1, None, Some(screen), 0),
+        ];
+        publishers
+            .extend((0..SPEAKERS).map(|i| PublisherPlan::with(2 + i, Some(AUDIO_BPS), None, 0)));
+        let subscriptions = (0..n)
+            .flat_map(|s| {
+                (0..2 + SPEAKERS).map(move |p| Subscription {
+                    subscriber: s,
+                    publisher: p,
+                    site: 0,
+                    layer: (p == 0).then_some(LayerCap::Low),
+                })
+            })
+            .collect();
+        Self {
+            publishers,
+            subscriptions,
         }
     }
 
@@ -216,12 +290,17 @@ mod tests {
         for name in ["fanout-100", "fanout-5", "meeting-25", "cascade-2"] {
             assert_eq!(name.parse::<Scenario>().unwrap().to_string(), name);
         }
+        assert_eq!(
+            "classroom".parse::<Scenario>().unwrap(),
+            Scenario::Classroom(CLASSROOM_STUDENTS)
+        );
+        assert_eq!(Scenario::Classroom(3).to_string(), "classroom-3");
         for bad in [
             "fanout-0",
             "fanout-",
             "fanout-x",
             "meeting-1",
-            "classroom",
+            "classroom-0",
             "cascade-3",
             "",
         ] {
@@ -249,6 +328,24 @@ mod tests {
         assert_eq!(firsts, [1, 11, 21, 31]);
         assert!(plan.is_audio_stream(11) && !plan.is_audio_stream(12));
         assert_eq!(plan.tracks_of(3), 2);
+    }
+
+    #[test]
+    fn classroom_students_take_the_low_camera_layer_and_everything_else() {
+        let plan = Scenario::Classroom(4).plan();
+        assert_eq!(plan.publishers.len(), 2 + SPEAKERS);
+        assert_eq!(plan.subscriptions.len(), 4 * (2 + SPEAKERS));
+        let camera = &plan.publishers[0].spec;
+        assert_eq!(camera.video.as_ref().unwrap().layers.len(), 3);
+        assert!(plan.publishers[1].spec.audio_bps.is_none());
+        assert!(plan.publishers[2..].iter().all(|p| p.spec.video.is_none()));
+        for s in &plan.subscriptions {
+            assert_eq!(s.layer.is_some(), s.publisher == 0, "{s:?}");
+        }
+        assert_eq!(
+            (plan.tracks_of(0), plan.tracks_of(1), plan.tracks_of(2)),
+            (2, 1, 1)
+        );
     }
 
     #[test]

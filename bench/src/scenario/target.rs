@@ -123,6 +123,9 @@ impl SfuUnderTest {
             .iter()
             .map(|n| KaskadeWhipWhep::new(&format!("http://{}", n.http)))
             .collect::<Result<_, _>>()?;
+        if sites > 1 {
+            wait_linked(&kaskade_drivers, &ids).await?;
+        }
         let sites = kaskade_drivers
             .iter()
             .map(|d| Arc::new(d.clone()) as Arc<dyn SfuSignalling>)
@@ -246,6 +249,37 @@ impl SfuUnderTest {
             std::fs::copy(&n.log, dir.join(format!("{}.log", n.id)))?;
         }
         Ok(())
+    }
+}
+
+/// How long the relay links of a cascaded run may take to come up.
+const LINK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Waits until every node reports its relay link to every other node up
+/// (`kaskade_relay_link_up{peer}` = 1): before that, a subscription on a site without the
+/// publisher finds no room.
+async fn wait_linked(nodes: &[KaskadeWhipWhep], ids: &[String]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + LINK_TIMEOUT;
+    loop {
+        let mut down = None;
+        'nodes: for (node, me) in nodes.iter().zip(ids) {
+            let metrics = PromText::parse(&node.http().get_text(&node.url("/metrics")).await?);
+            for peer in ids.iter().filter(|p| *p != me) {
+                if metrics.sum("kaskade_relay_link_up", &[("peer", peer)]) != Some(1.0) {
+                    down = Some(format!("{me} → {peer}"));
+                    break 'nodes;
+                }
+            }
+        }
+        let Some(down) = down else {
+            return Ok(());
+        };
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "relay link {down} not up within {LINK_TIMEOUT:?}"
+        );
+        // The link state is only exposed through /metrics.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

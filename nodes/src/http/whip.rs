@@ -7,12 +7,12 @@ use super::state::{HttpSession, new_participant_id};
 use crate::cluster::gate::Placement;
 use crate::edge::{EdgeError, EdgeEvent, EngineCommand, EventSink, SessionKey, TrackDescriptor};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_mesh::RoomMsg;
-use kaskade_proto::signal::{MediaKind, ParticipantInfo, TrackInfo, TrackSource};
-use kaskade_proto::{ParticipantId, RoomName};
+use kaskade_proto::signal::{LayerChoice, MediaKind, ParticipantInfo, TrackInfo, TrackSource};
+use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::ActorRef;
 use std::collections::BTreeMap;
 use tokio::sync::mpsc;
@@ -205,22 +205,39 @@ pub async fn publish(
     created(&state, session, outcome.answer, true)
 }
 
+/// WHEP query parameters: `?layer=low|medium|high` caps the viewer's simulcast layer (the
+/// highest the publisher sends when absent).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WhepQuery {
+    layer: Option<LayerChoice>,
+}
+
 pub async fn subscribe_first(
     State(state): State<AppState>,
     Path(room): Path<String>,
+    Query(query): Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    subscribe(state, room, None, headers, body).await
+    subscribe(state, room, None, query, headers, body).await
 }
 
 pub async fn subscribe_to(
     State(state): State<AppState>,
     Path((room, publisher)): Path<(String, String)>,
+    Query(query): Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    subscribe(state, room, Some(ParticipantId(publisher)), headers, body).await
+    subscribe(
+        state,
+        room,
+        Some(ParticipantId(publisher)),
+        query,
+        headers,
+        body,
+    )
+    .await
 }
 
 /// One audio and one video track of `publisher` (or of the room's first publisher), camera first.
@@ -252,6 +269,7 @@ async fn subscribe(
     state: AppState,
     room: String,
     publisher: Option<ParticipantId>,
+    query: WhepQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -315,6 +333,11 @@ async fn subscribe(
         };
         return text(StatusCode::NOT_FOUND, what);
     }
+    let video: Vec<TrackId> = tracks
+        .iter()
+        .filter(|t| t.kind == MediaKind::Video)
+        .map(|t| t.id.clone())
+        .collect();
     let (events_tx, events_rx) = EventSink::channel();
     let result = state
         .engine
@@ -333,6 +356,15 @@ async fn subscribe(
             return edge_error(e);
         }
     };
+    if let Some(layer) = query.layer {
+        for track in video {
+            let _ = state.engine.send(EngineCommand::SetLayer {
+                session: engine_session,
+                track,
+                layer: layer.index(),
+            });
+        }
+    }
     if joined.is_none()
         && let Err(response) = join_room(&state, &room, info, true, engine_session).await
     {
