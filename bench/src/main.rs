@@ -137,7 +137,14 @@ fn main_with(args: Args) -> anyhow::Result<()> {
             .enable_all()
             .build()
             .context("tokio runtime")?
-            .block_on(bench(&args, &kinds, ns.as_ref()))
+            .block_on(async {
+                // On Ctrl-C or SIGTERM the run is dropped, which stops the servers; the namespace
+                // goes when `ns` drops after this returns.
+                tokio::select! {
+                    result = bench(&args, &kinds, ns.as_ref()) => result,
+                    signal = interrupted() => anyhow::bail!("interrupted by {signal}"),
+                }
+            })
     };
     match &ns {
         Some(ns) => in_named_netns(&ns.name, work),
@@ -183,6 +190,7 @@ async fn bench(args: &Args, kinds: &[SfuKind], ns: Option<&NetNs>) -> anyhow::Re
             eprintln!("{scenario}: Janus cannot run it (no cascade), Kaskade only");
         }
         let mut runs: Vec<RunFigures> = Vec::new();
+        let mut failed_runs: Vec<String> = Vec::new();
         for round in 0..args.rounds {
             let mut order = mine.clone();
             if round % 2 == 1 {
@@ -201,7 +209,19 @@ async fn bench(args: &Args, kinds: &[SfuKind], ns: Option<&NetNs>) -> anyhow::Re
                 }
                 let figures = match result {
                     Ok(f) => f,
-                    Err(e) => return Err(e.context(sfu.diagnostics())),
+                    Err(e) => {
+                        // A server that crashes or refuses is a result too: record it and go
+                        // on with the other runs rather than lose the whole invocation.
+                        let first_line = format!("{e:#}").lines().next().unwrap_or("").to_owned();
+                        eprintln!(
+                            "{scenario} {} #{} failed: {e:#}\n{}",
+                            kind.name(),
+                            round + 1,
+                            sfu.diagnostics()
+                        );
+                        failed_runs.push(format!("{} #{}: {first_line}", kind.name(), round + 1));
+                        continue;
+                    }
                 };
                 eprintln!(
                     "{scenario} {} #{}: {}/{} connected, {:.0} pkt/s, {:.2} cores, {:.0} pkt/CPU-s, \
@@ -219,7 +239,8 @@ async fn bench(args: &Args, kinds: &[SfuKind], ns: Option<&NetNs>) -> anyhow::Re
                 runs.push(figures);
             }
         }
-        let comparison = Comparison::of(&scenario.to_string(), &runs);
+        let mut comparison = Comparison::of(&scenario.to_string(), &runs);
+        comparison.failed_runs = failed_runs;
         let json_path = args.out.join(format!("{scenario}.json"));
         let json = serde_json::json!({
             "context": ctx,
@@ -249,6 +270,21 @@ async fn bench(args: &Args, kinds: &[SfuKind], ns: Option<&NetNs>) -> anyhow::Re
         println!("{}", c.ratio_line());
     }
     Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// `path` relative to the repository root when it is inside it.

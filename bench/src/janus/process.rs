@@ -58,7 +58,9 @@ impl JanusProcess {
             .arg(dir.path().join(super::config::CORE_FILE))
             .arg("-F")
             .arg(dir.path())
-            .arg("-o");
+            .arg("-o")
+            // A crash's core file lands in the run's temp dir, not wherever the caller stands.
+            .current_dir(dir.path());
         let mut child = Spawned::spawn("janus", ns.wrap(&cmd))
             .map_err(|e| JanusProcessError::Spawn(format!("{e:#}")))?;
         child.grace = STOP_GRACE;
@@ -129,6 +131,12 @@ impl JanusProcess {
     /// A client for this server's API.
     pub fn client(&self) -> JanusClient {
         JanusClient::new(&self.api_url).expect("the API URL is built from an IP and a port")
+    }
+
+    /// How Janus ended, if it has (reaps it: a crashed Janus is not left as a zombie whose
+    /// `/proc` entry still looks alive).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_exit()
     }
 
     /// User + system CPU time Janus (all its threads) has used so far.

@@ -200,6 +200,8 @@ pub struct Comparison {
     /// Kaskade/Janus, when both ran.
     pub packets_per_cpu_s_ratio: Option<f64>,
     pub p99_latency_ratio: Option<f64>,
+    /// Runs that ended in an error (`<server> #<round>: <error>`), left out of the medians.
+    pub failed_runs: Vec<String>,
 }
 
 impl Comparison {
@@ -224,6 +226,7 @@ impl Comparison {
             packets_per_cpu_s_ratio: ratio(|s| s.packets_per_cpu_s),
             p99_latency_ratio: ratio(|s| s.p99_us),
             servers,
+            failed_runs: Vec::new(),
         }
     }
 

@@ -114,6 +114,9 @@ pub fn scenario_table(c: &Comparison) -> String {
             opt(*rss_mb, 0),
         );
     }
+    for failed in &c.failed_runs {
+        let _ = writeln!(out, "\nRun failed (not in the medians): {failed}");
+    }
     let _ = writeln!(out, "\n`{}`", c.ratio_line());
     out
 }

@@ -286,7 +286,7 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    async fn take(sfu: &SfuUnderTest, loops: &ClientLoops) -> anyhow::Result<Self> {
+    async fn take(sfu: &mut SfuUnderTest, loops: &ClientLoops) -> anyhow::Result<Self> {
         Ok(Self {
             at: Instant::now(),
             server: sfu.sample()?,

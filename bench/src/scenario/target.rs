@@ -180,8 +180,9 @@ impl SfuUnderTest {
         pids
     }
 
-    /// CPU time and memory summed over the server processes.
-    pub fn sample(&self) -> anyhow::Result<ProcSample> {
+    /// CPU time and memory summed over the server processes (an error if one has exited).
+    pub fn sample(&mut self) -> anyhow::Result<ProcSample> {
+        self.check_alive()?;
         let mut total = ProcSample {
             cpu: Duration::ZERO,
             rss_bytes: 0,
@@ -220,12 +221,10 @@ impl SfuUnderTest {
         for n in &mut self.nodes {
             n.check_alive()?;
         }
-        if let Some(j) = &self.janus {
-            anyhow::ensure!(
-                std::path::Path::new(&format!("/proc/{}", j.pid())).exists(),
-                "janus exited\n{}",
-                j.diagnostics()
-            );
+        if let Some(j) = &mut self.janus
+            && let Some(status) = j.try_exit()
+        {
+            anyhow::bail!("janus exited ({status})\n{}", j.diagnostics());
         }
         Ok(())
     }
