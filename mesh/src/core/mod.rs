@@ -7,6 +7,7 @@
 pub mod av1_keyframe;
 pub mod cascade_route;
 pub mod codec;
+pub mod dominant_speaker;
 pub mod h264_keyframe;
 pub mod keyframe_request_throttle;
 pub mod layer_selector;
@@ -23,6 +24,7 @@ pub mod vp9_keyframe;
 mod test_support;
 
 pub use codec::{VideoCodec, is_keyframe_start};
+pub use dominant_speaker::DominantSpeakerDetector;
 pub use keyframe_request_throttle::{DEFAULT_KEYFRAME_REQUEST_INTERVAL, KeyframeRequestThrottle};
 pub use layer_selector::{LAYER_TIMEOUT, LayerDecision, MAX_LAYER, SimulcastLayerSelector};
 pub use link_quality::{IntervalStats, LinkQuality};
