@@ -215,7 +215,13 @@ async function main() {
         return size.width > 0 && wanted(size.width) ? { ok: true, value: size } : { ok: false, last: size };
       });
     };
-    result.layers.initial = await tileSize();
+    // Chromium starts a simulcast camera on its lowest layer and adds the upper ones as its
+    // bandwidth estimate grows (later on a loaded machine): wait until B gets one above the
+    // lowest (320x180), or asking for a smaller one could never be seen.
+    result.layers.initial = await until(stage, 'B to decode a layer of A above the lowest', 20000, async () => {
+      const size = await tileSize();
+      return size.width > 320 ? { ok: true, value: size } : { ok: false, last: size };
+    });
     result.layers.low = await pick('low', (w) => w < result.layers.initial.width, 'B to decode a smaller layer of A');
     result.layers.high = await pick('high', (w) => w >= result.layers.initial.width, 'B to decode the full layer of A again');
 
