@@ -1,29 +1,16 @@
-//! `loadgen::keyframe_requests`: the interceptor that lets a publisher see keyframe requests.
+//! `loadgen::keyframe_requests`: how a publisher session sees keyframe requests.
 //!
 //! `rtc` ends inbound RTCP at the end of its interceptor chain unless an interceptor marks a
-//! packet for the application ([`Attribute::DeliverToApplication`]). [`KeyframeRequestsToApp`]
-//! marks the compound packets that carry a PLI or a FIR, so the publisher session can answer
-//! them with a keyframe; reports and NACKs stay inside the chain (the publisher does not
-//! retransmit).
+//! packet for the application. The node's [`RtcpToApplication`] does that with a filter; here
+//! the filter is [`asks_for_keyframe`] (PLI or FIR), so the publisher session can answer with a
+//! keyframe; reports and NACKs stay inside the chain (the publisher does not retransmit).
 
-use std::collections::VecDeque;
-use std::time::Instant;
-
-use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use kaskade_node::edge::feedback_interceptor::{FEEDBACK_SLOT, RtcpToApplication};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
 
 /// Where it sits in the chain: after the built-in readers of inbound RTCP, before the terminus.
-pub const SLOT: usize = 12_500;
-
-/// Marks inbound RTCP that carries a PLI or FIR for the application.
-#[derive(Default)]
-pub struct KeyframeRequestsToApp {
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
-}
+pub const SLOT: usize = FEEDBACK_SLOT;
 
 /// True if any packet of the compound asks for a keyframe.
 pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool {
@@ -33,42 +20,9 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> bool
     })
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestsToApp {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
-            && asks_for_keyframe(packets)
-        {
-            msg.message.add(Attribute::DeliverToApplication);
-        }
-        self.reads.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestsToApp {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+/// The interceptor that passes keyframe requests to the publisher session.
+pub fn to_application() -> RtcpToApplication {
+    RtcpToApplication::new(asks_for_keyframe)
 }
 
 #[cfg(test)]

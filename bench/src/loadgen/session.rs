@@ -12,7 +12,7 @@
 //!
 //! The publisher sends RTCP sender reports, a subscriber receiver reports (`rtc`'s report
 //! interceptors), and nothing else; the publisher's chain also passes PLI/FIR up
-//! ([`KeyframeRequestsToApp`]). The
+//! ([`keyframe_requests::to_application`]). The
 //! session offers (WHIP/WHEP) or answers (SFUs that offer), with one host candidate: the UDP
 //! socket the caller bound for it.
 
@@ -29,9 +29,7 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -45,9 +43,10 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::error::LoadgenError;
-use super::keyframe_requests::{self, KeyframeRequestsToApp};
+use super::keyframe_requests;
 use super::measure::Recorder;
 use super::synthetic::{AudioSource, MediaClock, MediaPacket, VideoConfig, VideoSource};
+use kaskade_node::edge::peer_factory::add_host_candidate;
 
 /// Payload type offered for Opus.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -205,7 +204,7 @@ impl Session {
                 .with(Slot::SenderReport, SenderReportBuilder::new().build())
                 .with(
                     Slot::from(keyframe_requests::SLOT),
-                    KeyframeRequestsToApp::default(),
+                    keyframe_requests::to_application(),
                 )
         } else {
             Registry::new().with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
@@ -226,18 +225,7 @@ impl Session {
             // SFU's m-lines instead.
             Role::Subscriber => None,
         };
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        add_host_candidate(&mut pc, local)?;
         // End of candidates: the SDP is complete, as WHIP/WHEP want it.
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
         Ok(Self {

@@ -1,8 +1,10 @@
-//! `FeedbackToNode`: the interceptor that lets subscriber feedback reach the engine. webrtc-rs ends
-//! inbound RTCP at the end of its interceptor chain unless an interceptor vouches for a packet;
-//! this one vouches for the compound packets that carry NACK, PLI or FIR, because the forwarder
-//! answers those (from its packet cache, or by asking the publisher for a keyframe). Reports stay
-//! with the interceptors that act on them.
+//! `RtcpToApplication`: the interceptor that lets chosen inbound RTCP reach the application.
+//! webrtc-rs ends inbound RTCP at the end of its interceptor chain unless an interceptor vouches
+//! for a packet; this one vouches for the compound packets its predicate picks. The node's
+//! subscriber sessions use [`RtcpToApplication::forwarder_feedback`] (NACK, PLI, FIR: the
+//! forwarder answers those from its packet cache, or by asking the publisher for a keyframe);
+//! the load generator's publishers use it for keyframe requests. Reports stay with the
+//! interceptors that act on them.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -16,10 +18,29 @@ use std::time::Instant;
 /// Where it sits: after every built-in reader of inbound RTCP, before the terminus.
 pub const FEEDBACK_SLOT: usize = 12_500;
 
-#[derive(Default)]
-pub struct FeedbackToNode {
+/// Which RTCP compounds go to the application.
+pub type RtcpFilter = fn(&[Box<dyn rtc::rtcp::packet::Packet>]) -> bool;
+
+/// Marks the inbound RTCP compounds its filter picks for the application.
+pub struct RtcpToApplication {
+    deliver: RtcpFilter,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+}
+
+impl RtcpToApplication {
+    pub fn new(deliver: RtcpFilter) -> Self {
+        Self {
+            deliver,
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+        }
+    }
+
+    /// NACK, PLI and FIR: what the forwarder acts on.
+    pub fn forwarder_feedback() -> Self {
+        Self::new(is_forwarder_feedback)
+    }
 }
 
 /// True if any packet of the compound is one the forwarder acts on.
@@ -32,7 +53,7 @@ pub fn is_forwarder_feedback(packets: &[Box<dyn rtc::rtcp::packet::Packet>]) -> 
     })
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToNode {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApplication {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -41,7 +62,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToNode {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && is_forwarder_feedback(packets)
+            && (self.deliver)(packets)
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
@@ -63,7 +84,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToNode {
     }
 }
 
-impl Interceptor for FeedbackToNode {
+impl Interceptor for RtcpToApplication {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

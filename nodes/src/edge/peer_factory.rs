@@ -10,7 +10,7 @@
 //! sender reports and passes the subscriber's NACK/PLI/FIR up to the forwarder. Both offer the
 //! same SDP (codecs, feedback, header extensions) as before the split.
 
-use super::feedback_interceptor::{FEEDBACK_SLOT, FeedbackToNode};
+use super::feedback_interceptor::{FEEDBACK_SLOT, RtcpToApplication};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rtc::interceptor::{
@@ -101,7 +101,10 @@ pub fn new_peer(
             .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
         PeerRole::Subscriber => Registry::new()
             .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(Slot::from(FEEDBACK_SLOT), FeedbackToNode::default()),
+            .with(
+                Slot::from(FEEDBACK_SLOT),
+                RtcpToApplication::forwarder_feedback(),
+            ),
     };
 
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -111,17 +114,25 @@ pub fn new_peer(
         .with_interceptor_registry(registry)
         .build(now)?;
 
+    add_host_candidate(&mut pc, advertised)?;
+    Ok(NewPeer { pc, ufrag })
+}
+
+/// Adds `addr` as `pc`'s UDP host candidate.
+pub fn add_host_candidate(
+    pc: &mut RTCPeerConnection,
+    addr: SocketAddr,
+) -> Result<(), rtc::shared::error::Error> {
     let candidate = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "udp".to_owned(),
-            address: advertised.ip().to_string(),
-            port: advertised.port(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
             component: 1,
             ..Default::default()
         },
         ..Default::default()
     }
     .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
-    Ok(NewPeer { pc, ufrag })
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)
 }
