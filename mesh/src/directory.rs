@@ -5,7 +5,7 @@
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use crate::room::{MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
 use kaskade_proto::RoomName;
-use kaskade_proto::signal::ParticipantInfo;
+use kaskade_proto::signal::{ParticipantInfo, Role};
 use ractor::{Actor, ActorId, ActorRef};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -137,6 +137,7 @@ impl RoomDirectory {
         info: ParticipantInfo,
         sink: Option<MemberSink>,
         hidden: bool,
+        requested_role: Option<Role>,
     ) -> Result<(ActorRef<RoomMsg>, RoomSnapshot), RoomError> {
         let mut last_error = String::new();
         for _ in 0..2 {
@@ -145,6 +146,7 @@ impl RoomDirectory {
                 info: info.clone(),
                 sink: sink.clone(),
                 hidden,
+                requested_role,
                 reply
             });
             match result {

@@ -73,6 +73,19 @@ pub enum EdgeEvent {
         offer: String,
         tracks: BTreeMap<String, TrackId>,
     },
+    /// Mean audio level (RFC 6464 dBov, 0 loudest, 127 silence) of each audio track a publish
+    /// session sent over the last interval.
+    AudioLevels {
+        session: SessionKey,
+        levels: Vec<(TrackId, u8)>,
+    },
+    /// A subscribe session's bandwidth estimate and the layer forwarded per simulcast track
+    /// changed.
+    ReceiveQuality {
+        session: SessionKey,
+        estimate_bps: u64,
+        layers: BTreeMap<TrackId, u8>,
+    },
 }
 
 /// Where a session's events go: a channel, an actor's mailbox, whatever the owner needs.
@@ -150,6 +163,11 @@ pub enum EngineCommand {
         session: SessionKey,
         track: TrackId,
         layer: u8,
+    },
+    /// Stops (or resumes) forwarding a published track to everyone: a host muted it.
+    SetTrackPaused {
+        track: TrackId,
+        paused: bool,
     },
     Close {
         session: SessionKey,

@@ -3,7 +3,7 @@
 //! interested nodes), and receives what other nodes' members do as [`RemoteRoomEvent`]s, which it
 //! merges into what its local members see. Nothing here knows about QUIC or media.
 
-use kaskade_proto::signal::{ParticipantInfo, TrackInfo};
+use kaskade_proto::signal::{ModerationAction, ParticipantInfo, RoomSettings, TrackInfo};
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use std::sync::Arc;
 
@@ -27,6 +27,21 @@ pub enum LocalRoomEvent {
         name: String,
         text: String,
         ts: u64,
+    },
+    /// A local member's role or hand changed.
+    Updated(ParticipantInfo),
+    /// A local host acts on a member connected to another node.
+    Moderate {
+        by: ParticipantId,
+        target: ParticipantId,
+        action: ModerationAction,
+    },
+    /// A local host changed the room's settings.
+    Settings(RoomSettings),
+    /// A local member's audio level (RFC 6464 dBov) while it speaks.
+    AudioLevel {
+        participant: ParticipantId,
+        level: u8,
     },
 }
 
@@ -52,6 +67,14 @@ pub enum RemoteRoomEvent {
         text: String,
         ts: u64,
     },
+    Updated(ParticipantInfo),
+    Moderate {
+        by: ParticipantId,
+        target: ParticipantId,
+        action: ModerationAction,
+    },
+    Settings(RoomSettings),
+    AudioLevels(Vec<(ParticipantId, u8)>),
     /// The node left the mesh or lost interest: forget its part.
     NodeGone,
 }

@@ -11,6 +11,7 @@ pub mod engine_api;
 pub mod federation;
 pub mod forwarder;
 pub mod participant;
+pub mod roles;
 pub mod room;
 
 pub use directory::{RoomDirectory, RoomError};

@@ -11,8 +11,9 @@ use crate::engine_api::{
 };
 use crate::room::{MemberSink, RoomMsg};
 use kaskade_proto::signal::{
-    ClientMessage, ErrorCode, LayerChoice, PUBLISH_OFFER_REFUSED, ParticipantInfo, PeerRole,
-    SUBSCRIBE_ANSWER_REFUSED, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, ErrorCode, LayerChoice, MediaKind, ModerationAction, PUBLISH_OFFER_REFUSED,
+    ParticipantInfo, PeerRole, Role, SUBSCRIBE_ANSWER_REFUSED, ServerMessage, TrackInfo,
+    TrackSource,
 };
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -72,6 +73,15 @@ pub struct ParticipantState {
     directory: BTreeMap<TrackId, TrackInfo>,
     subscribed: BTreeSet<TrackId>,
     published: BTreeSet<TrackId>,
+    /// The role the room granted; the room tells when it changes.
+    role: Role,
+    /// Roles of the others this participant may see (hosts' cameras are always received).
+    roles: BTreeMap<ParticipantId, Role>,
+    /// Most recent dominant speakers, newest first.
+    recent_speakers: Vec<ParticipantId>,
+    /// `set_preferences`: camera video of only this many recent speakers; no video at all.
+    last_n: Option<u16>,
+    audio_only: bool,
 }
 
 pub struct ParticipantActor;
@@ -100,6 +110,11 @@ impl Actor for ParticipantActor {
             directory: BTreeMap::new(),
             subscribed: BTreeSet::new(),
             published: BTreeSet::new(),
+            role: Role::default(),
+            roles: BTreeMap::new(),
+            recent_speakers: Vec::new(),
+            last_n: None,
+            audio_only: false,
         })
     }
 
@@ -163,10 +178,11 @@ impl ParticipantState {
             auto_subscribe,
             resume,
             site,
+            role,
         } = message
         {
             return self
-                .join(room, name, auto_subscribe, resume, site.as_deref())
+                .join(room, name, auto_subscribe, resume, site.as_deref(), role)
                 .await;
         }
         if self.joined.is_none() {
@@ -178,7 +194,16 @@ impl ParticipantState {
         }
         match message {
             ClientMessage::Join { .. } => {}
-            ClientMessage::PublishOffer { sdp, sources } => self.publish(sdp, sources).await,
+            ClientMessage::PublishOffer { sdp, sources } => {
+                if self.role.may_publish() {
+                    self.publish(sdp, sources).await;
+                } else {
+                    self.fail(
+                        ErrorCode::Forbidden,
+                        format!("{PUBLISH_OFFER_REFUSED}: audience members cannot publish; raise your hand and wait for a host to make you a speaker"),
+                    );
+                }
+            }
             ClientMessage::SubscribeAnswer { sdp } => {
                 let Some(session) = self.subscribe else {
                     self.fail(ErrorCode::BadRequest, "no subscribe offer is outstanding");
@@ -253,6 +278,13 @@ impl ParticipantState {
             }
             ClientMessage::SetMuted { track, muted } => {
                 if self.published.contains(&track) {
+                    if !muted {
+                        // Unmuting oneself lifts a host's mute.
+                        let _ = self.engine.send(EngineCommand::SetTrackPaused {
+                            track: track.clone(),
+                            paused: false,
+                        });
+                    }
                     self.room_cast(RoomMsg::SetMuted {
                         participant: self.participant.clone(),
                         track,
@@ -267,6 +299,32 @@ impl ParticipantState {
                     from: self.participant.clone(),
                     text,
                 });
+            }
+            ClientMessage::RaiseHand { raised } => {
+                self.room_cast(RoomMsg::RaiseHand {
+                    participant: self.participant.clone(),
+                    raised,
+                });
+            }
+            ClientMessage::SetRole { participant, role } => {
+                self.moderate(Some(participant), ModerationAction::SetRole { role });
+            }
+            ClientMessage::MuteParticipant { participant, kind } => {
+                self.moderate(participant, ModerationAction::Mute { kind });
+            }
+            ClientMessage::RemoveParticipant { participant } => {
+                self.moderate(Some(participant), ModerationAction::Remove);
+            }
+            ClientMessage::SetRoomSettings { settings } => {
+                self.room_cast(RoomMsg::SetSettings {
+                    by: self.participant.clone(),
+                    settings,
+                });
+            }
+            ClientMessage::SetPreferences { last_n, audio_only } => {
+                self.last_n = last_n;
+                self.audio_only = audio_only;
+                self.resubscribe().await;
             }
             ClientMessage::Leave => {
                 let _ = self.output.send(ParticipantOutput::Close {
@@ -283,6 +341,96 @@ impl ParticipantState {
         self.send(ServerMessage::error(code, message));
     }
 
+    /// Asks the room to moderate; refused at once when this participant is no host (the room
+    /// checks again: it owns the roles).
+    fn moderate(&mut self, target: Option<ParticipantId>, action: ModerationAction) {
+        if !self.role.may_moderate() {
+            self.fail(ErrorCode::Forbidden, "only hosts may do this");
+            return;
+        }
+        self.room_cast(RoomMsg::Moderate {
+            by: self.participant.clone(),
+            target,
+            action,
+        });
+    }
+
+    /// Whether auto-subscription wants `track` under the current preferences.
+    fn wants(&self, track: &TrackInfo) -> bool {
+        if track.participant == self.participant {
+            return false;
+        }
+        if track.kind == MediaKind::Audio {
+            return true;
+        }
+        if self.audio_only {
+            return false;
+        }
+        let Some(n) = self.last_n else { return true };
+        if matches!(track.source, TrackSource::Screen) {
+            return true;
+        }
+        self.roles.get(&track.participant) == Some(&Role::Host)
+            || self
+                .recent_speakers
+                .iter()
+                .take(usize::from(n))
+                .any(|p| *p == track.participant)
+    }
+
+    /// With auto-subscription, brings the subscriptions in line with [`Self::wants`].
+    async fn resubscribe(&mut self) {
+        if !self.joined.as_ref().is_some_and(|j| j.auto_subscribe) {
+            return;
+        }
+        let drop: Vec<TrackId> = self
+            .subscribed
+            .iter()
+            .filter(|id| !self.directory.get(*id).is_some_and(|t| self.wants(t)))
+            .cloned()
+            .collect();
+        if !drop.is_empty() {
+            for id in &drop {
+                self.subscribed.remove(id);
+            }
+            if let Some(session) = self.subscribe {
+                let _ = self.engine.send(EngineCommand::UpdateSubscription {
+                    session,
+                    add: vec![],
+                    remove: drop,
+                });
+            }
+        }
+        let add: Vec<TrackId> = self
+            .directory
+            .values()
+            .filter(|t| !self.subscribed.contains(&t.id) && self.wants(t))
+            .map(|t| t.id.clone())
+            .collect();
+        self.subscribe_to(add).await;
+    }
+
+    /// The room changed this participant's role: an audience member stops publishing.
+    async fn role_changed(&mut self, role: Role) {
+        let was = std::mem::replace(&mut self.role, role);
+        if was == role {
+            return;
+        }
+        info!(room = %self.room_name(), participant = %self.participant, ?role, "role changed");
+        if !role.may_publish()
+            && let Some(session) = self.publish.take()
+        {
+            let _ = self.engine.send(EngineCommand::Close { session });
+            let gone: Vec<TrackId> = std::mem::take(&mut self.published).into_iter().collect();
+            if !gone.is_empty() {
+                self.room_cast(RoomMsg::Unpublish { tracks: gone });
+            }
+            self.send(ServerMessage::PublishClosed {
+                reason: "you are in the audience now".into(),
+            });
+        }
+    }
+
     fn room_cast(&self, message: RoomMsg) {
         if let Some(j) = &self.joined {
             let _ = j.actor.cast(message);
@@ -297,6 +445,7 @@ impl ParticipantState {
         auto_subscribe: bool,
         resume: Option<String>,
         site: Option<&str>,
+        requested_role: Option<Role>,
     ) -> bool {
         if self.joined.is_some() {
             self.fail(ErrorCode::AlreadyJoined, "already in a room");
@@ -336,13 +485,16 @@ impl ParticipantState {
                 return false;
             }
         }
-        let info = ParticipantInfo {
-            id: self.participant.clone(),
-            name,
-        };
+        let info = ParticipantInfo::new(self.participant.clone(), name);
         match self
             .rooms
-            .join(&room, info.clone(), Some(self.member_sink()), false)
+            .join(
+                &room,
+                info.clone(),
+                Some(self.member_sink()),
+                false,
+                requested_role,
+            )
             .await
         {
             Ok((actor, snapshot)) => {
@@ -359,6 +511,14 @@ impl ParticipantState {
                     epoch: snapshot.epoch,
                 });
                 let resume_token = self.gate.issue_resume(&room, &self.participant, &info.name);
+                self.role = snapshot.role;
+                self.roles = snapshot
+                    .participants
+                    .iter()
+                    .map(|p| (p.id.clone(), p.role))
+                    .collect();
+                self.recent_speakers = snapshot.dominant_speaker.iter().cloned().collect();
+                info!(room = %room, participant = %self.participant, role = ?snapshot.role, "role granted");
                 self.send(ServerMessage::Joined {
                     participant: self.participant.clone(),
                     room,
@@ -366,10 +526,16 @@ impl ParticipantState {
                     tracks: snapshot.tracks.clone(),
                     resume_token,
                     alternates: self.gate.alternates(),
+                    role: snapshot.role,
+                    settings: snapshot.settings,
+                    audience: snapshot.audience,
+                    dominant_speaker: snapshot.dominant_speaker,
                 });
+                if let Some(note) = snapshot.role_note {
+                    self.fail(ErrorCode::Forbidden, note);
+                }
                 if auto_subscribe {
-                    let all = snapshot.tracks.into_iter().map(|t| t.id).collect();
-                    self.subscribe_to(all).await;
+                    self.resubscribe().await;
                 }
             }
             Err(e) => {
@@ -513,9 +679,10 @@ impl ParticipantState {
             ServerMessage::TrackPublished { track } => {
                 self.directory.insert(track.id.clone(), track.clone());
                 let auto = self.joined.as_ref().is_some_and(|j| j.auto_subscribe);
+                let wanted = self.wants(track);
                 let id = track.id.clone();
                 self.send(event);
-                if auto {
+                if auto && wanted {
                     self.subscribe_to(vec![id]).await;
                 }
                 return;
@@ -532,12 +699,53 @@ impl ParticipantState {
                     });
                 }
             }
-            ServerMessage::Error { fatal: true, .. } => {
-                // The room handed this participant to a newer session (it resumed elsewhere).
+            ServerMessage::ParticipantJoined { participant }
+            | ServerMessage::ParticipantUpdated { participant } => {
+                if participant.id == self.participant {
+                    let role = participant.role;
+                    self.send(event);
+                    self.role_changed(role).await;
+                    return;
+                }
+                let host_changed = self.roles.insert(participant.id.clone(), participant.role)
+                    != Some(participant.role);
+                self.send(event);
+                if host_changed && self.last_n.is_some() {
+                    self.resubscribe().await;
+                }
+                return;
+            }
+            ServerMessage::ParticipantLeft { participant } => {
+                self.roles.remove(participant);
+            }
+            ServerMessage::DominantSpeaker { recent, .. } => {
+                self.recent_speakers = recent.clone();
+                self.send(event);
+                if self.last_n.is_some() {
+                    self.resubscribe().await;
+                }
+                return;
+            }
+            ServerMessage::MutedByHost { track, .. } => {
+                let _ = self.engine.send(EngineCommand::SetTrackPaused {
+                    track: track.clone(),
+                    paused: true,
+                });
+            }
+            ServerMessage::Error {
+                fatal: true, code, ..
+            } => {
+                // The room handed this participant to a newer session (it resumed elsewhere),
+                // or a host removed it.
+                let reason = if *code == ErrorCode::Removed {
+                    "removed by a host"
+                } else {
+                    "resumed in another session"
+                };
                 self.send(event);
                 let _ = self.output.send(ParticipantOutput::Close {
                     code: CLOSE_NORMAL,
-                    reason: "resumed in another session".into(),
+                    reason: reason.into(),
                 });
                 self.leave();
                 self.myself.stop(None);
@@ -551,6 +759,30 @@ impl ParticipantState {
     fn on_edge_event(&mut self, event: EdgeEvent) {
         match event {
             EdgeEvent::Connected { .. } => {}
+            EdgeEvent::AudioLevels { levels, .. } => {
+                // One participant, one voice: its loudest audio track counts.
+                if let Some(level) = levels
+                    .iter()
+                    .filter(|(t, _)| self.published.contains(t))
+                    .map(|(_, l)| *l)
+                    .min()
+                {
+                    self.room_cast(RoomMsg::AudioLevel {
+                        participant: self.participant.clone(),
+                        level,
+                    });
+                }
+            }
+            EdgeEvent::ReceiveQuality {
+                estimate_bps,
+                layers,
+                ..
+            } => {
+                self.send(ServerMessage::ReceiveQuality {
+                    estimate_bps,
+                    layers,
+                });
+            }
             EdgeEvent::SubscribeOffer { offer, tracks, .. } => {
                 self.send(ServerMessage::SubscribeOffer { sdp: offer, tracks });
             }
@@ -626,12 +858,13 @@ mod tests {
 
     /// Ada, a member of `room` without a signalling session: the test publishes for her.
     async fn ada_in(rooms: &Arc<RoomDirectory>, room: &RoomName) -> ActorRef<RoomMsg> {
-        let info = ParticipantInfo {
-            id: ParticipantId("pada".into()),
-            name: "Ada".into(),
-        };
+        let info = ParticipantInfo::new(ParticipantId("pada".into()), "Ada");
         let sink = MemberSink::new(|_| {});
-        rooms.join(room, info, Some(sink), false).await.unwrap().0
+        rooms
+            .join(room, info, Some(sink), false, None)
+            .await
+            .unwrap()
+            .0
     }
 
     /// Bob's participant actor, joined to `room`; returns what it sends to his client.

@@ -2,17 +2,29 @@
 //! and tells every member what changes (joins, leaves, tracks published and unpublished, mutes,
 //! chat) through the member's own event sink. In a mesh, it also holds what other nodes' members
 //! of the room are and publish (merged from [`RemoteRoomEvent`]s) and reports its own local changes
-//! to the [`MeshSink`]. The actor lives while the room has local members. It never sees media.
+//! to the [`MeshSink`]. It also owns the room's roles and settings (who may publish, moderation,
+//! raised hands; rules in [`crate::roles`]) and its dominant speaker, fed with audio levels. The
+//! actor lives while the room has local members. It never sees media.
 
+use crate::core::DominantSpeakerDetector;
+use crate::core::dominant_speaker::NOISE_FLOOR_DBOV;
 use crate::directory::RoomDirectory;
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
-use kaskade_proto::signal::{ParticipantInfo, ServerMessage, TrackInfo};
+use crate::roles::{self, JoinContext, ListingChange};
+use kaskade_proto::signal::{
+    ErrorCode, ModerationAction, ParticipantInfo, Role, RoomSettings, ServerMessage, TrackInfo,
+};
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tracing::info;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+/// Non-hosts hear the audience count at most this often.
+pub const AUDIENCE_COUNT_INTERVAL: Duration = Duration::from_secs(1);
+/// How many recent dominant speakers `dominant_speaker` messages list.
+pub const RECENT_SPEAKERS: usize = 8;
 
 /// Where a member receives the room's events (its Participant actor's mailbox, or a channel).
 #[derive(Clone)]
@@ -37,6 +49,12 @@ pub struct RoomSnapshot {
     pub epoch: u64,
     pub participants: Vec<ParticipantInfo>,
     pub tracks: Vec<TrackInfo>,
+    /// The joining member's granted role, and why not the one it asked for.
+    pub role: Role,
+    pub role_note: Option<&'static str>,
+    pub settings: RoomSettings,
+    pub audience: u32,
+    pub dominant_speaker: Option<ParticipantId>,
 }
 
 pub enum RoomMsg {
@@ -45,6 +63,7 @@ pub enum RoomMsg {
         info: ParticipantInfo,
         sink: Option<MemberSink>,
         hidden: bool,
+        requested_role: Option<Role>,
         reply: RpcReplyPort<RoomSnapshot>,
     },
     Leave {
@@ -67,6 +86,27 @@ pub enum RoomMsg {
         from: ParticipantId,
         text: String,
     },
+    RaiseHand {
+        participant: ParticipantId,
+        raised: bool,
+    },
+    /// A local member asks to moderate `target` (all non-hosts for a mute without target).
+    Moderate {
+        by: ParticipantId,
+        target: Option<ParticipantId>,
+        action: ModerationAction,
+    },
+    SetSettings {
+        by: ParticipantId,
+        settings: RoomSettings,
+    },
+    /// A local publisher's audio level over the last interval (RFC 6464 dBov, 0 loudest).
+    AudioLevel {
+        participant: ParticipantId,
+        level: u8,
+    },
+    /// Time to tell non-hosts the audience count, if it changed.
+    FlushAudienceCount,
     Snapshot(RpcReplyPort<RoomSnapshot>),
     /// Ask this node's signalling members to reconnect to `url` (maintenance drain).
     Reconnect {
@@ -95,24 +135,332 @@ pub struct RoomState {
     name: RoomName,
     directory: Arc<RoomDirectory>,
     mesh: MeshSink,
+    myself: ActorRef<RoomMsg>,
     members: BTreeMap<ParticipantId, Member>,
     /// In publication order, so "the room's first publisher" means what it says.
     tracks: Vec<TrackInfo>,
     next_epoch: u64,
+    settings: RoomSettings,
+    speakers: DominantSpeakerDetector<ParticipantId>,
+    /// The audience count non-hosts were last told, and whether a flush is scheduled.
+    audience_announced: u32,
+    audience_flush_pending: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl RoomState {
-    fn snapshot(&self) -> RoomSnapshot {
+    /// Everything listed, as a viewer of `role` may see it.
+    fn snapshot_for(&self, role: Role) -> RoomSnapshot {
         RoomSnapshot {
             name: self.name.clone(),
             epoch: 0,
             participants: self
                 .members
                 .values()
-                .filter(|m| !m.hidden)
+                .filter(|m| !m.hidden && roles::listed_to(role, m.info.role, false))
                 .map(|m| m.info.clone())
                 .collect(),
             tracks: self.tracks.clone(),
+            role,
+            role_note: None,
+            settings: self.settings,
+            audience: self.audience(),
+            dominant_speaker: self.speakers.dominant().cloned(),
+        }
+    }
+
+    /// Everything, for the node itself (admin API, mesh share).
+    fn snapshot(&self) -> RoomSnapshot {
+        self.snapshot_for(Role::Host)
+    }
+
+    fn audience(&self) -> u32 {
+        self.members
+            .values()
+            .filter(|m| !m.hidden && m.info.role == Role::Audience)
+            .count() as u32
+    }
+
+    fn has_host(&self) -> bool {
+        self.members.values().any(|m| m.info.role == Role::Host)
+    }
+
+    fn role_of(&self, participant: &ParticipantId) -> Option<Role> {
+        self.members.get(participant).map(|m| m.info.role)
+    }
+
+    /// Tells every member that may know about `subject` (see [`roles::listed_to`]).
+    fn tell_about(&self, subject: &ParticipantId, subject_role: Role, message: &ServerMessage) {
+        for (id, member) in &self.members {
+            if let Some(sink) = &member.sink
+                && roles::listed_to(member.info.role, subject_role, id == subject)
+            {
+                sink.send(message.clone());
+            }
+        }
+    }
+
+    fn tell(&self, participant: &ParticipantId, message: ServerMessage) {
+        if let Some(sink) = self.members.get(participant).and_then(|m| m.sink.as_ref()) {
+            sink.send(message);
+        }
+    }
+
+    /// Schedules telling everyone the audience count, at most once per interval.
+    fn audience_changed(&mut self) {
+        if !self.audience_flush_pending && self.audience() != self.audience_announced {
+            self.audience_flush_pending = true;
+            self.myself
+                .send_after(AUDIENCE_COUNT_INTERVAL, || RoomMsg::FlushAudienceCount);
+        }
+    }
+
+    fn flush_audience_count(&mut self) {
+        self.audience_flush_pending = false;
+        let count = self.audience();
+        if count != self.audience_announced {
+            self.audience_announced = count;
+            self.broadcast(&ServerMessage::AudienceCount { count }, None);
+        }
+    }
+
+    /// Replaces a member's info (role, hand) and tells each member what it means for them:
+    /// an update, or a join or leave when the subject moves in or out of what they may see.
+    fn update_member(&mut self, info: ParticipantInfo) {
+        let Some(member) = self.members.get_mut(&info.id) else {
+            return;
+        };
+        let old = member.info.role;
+        let new = info.role;
+        member.info = info.clone();
+        if member.hidden {
+            return;
+        }
+        for (id, viewer) in &self.members {
+            let Some(sink) = &viewer.sink else { continue };
+            let is_subject = *id == info.id;
+            // A viewer whose own role changed sees with its new eyes.
+            let message = match roles::listing_change(viewer.info.role, old, new, is_subject) {
+                ListingChange::Updated => ServerMessage::ParticipantUpdated {
+                    participant: info.clone(),
+                },
+                ListingChange::Appears => ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+                ListingChange::Disappears => ServerMessage::ParticipantLeft {
+                    participant: info.id.clone(),
+                },
+                ListingChange::Nothing => continue,
+            };
+            sink.send(message);
+        }
+        // Becoming or ceasing to be a host changes who the subject may see.
+        if (old == Role::Host) != (new == Role::Host) {
+            let audience: Vec<ParticipantInfo> = self
+                .members
+                .values()
+                .filter(|m| !m.hidden && m.info.role == Role::Audience && m.info.id != info.id)
+                .map(|m| m.info.clone())
+                .collect();
+            for a in audience {
+                let message = if new == Role::Host {
+                    ServerMessage::ParticipantJoined { participant: a }
+                } else {
+                    ServerMessage::ParticipantLeft { participant: a.id }
+                };
+                self.tell(&info.id, message);
+            }
+        }
+        if old != new {
+            self.audience_changed();
+        }
+    }
+
+    /// Applies a host's action to a member connected to this node.
+    fn moderate_local(
+        &mut self,
+        by: &ParticipantId,
+        target: &ParticipantId,
+        action: ModerationAction,
+    ) {
+        let Some(member) = self.members.get(target) else {
+            return;
+        };
+        info!(room = %self.name, by = %by, participant = %target, ?action, "moderation");
+        match action {
+            ModerationAction::SetRole { role } => {
+                let mut info = member.info.clone();
+                info.role = role;
+                if role != Role::Audience {
+                    info.hand_raised_at = None;
+                }
+                if !role.may_publish() {
+                    // Its tracks go before it leaves the speakers' view.
+                    self.withdraw_tracks(target);
+                }
+                self.update_member(info.clone());
+                self.mesh.send(&self.name, LocalRoomEvent::Updated(info));
+            }
+            ModerationAction::Mute { kind } => {
+                let theirs: Vec<TrackId> = self
+                    .tracks
+                    .iter_mut()
+                    .filter(|t| &t.participant == target && t.kind == kind)
+                    .map(|t| {
+                        t.muted = true;
+                        t.id.clone()
+                    })
+                    .collect();
+                for track in theirs {
+                    self.broadcast(
+                        &ServerMessage::TrackMuted {
+                            track: track.clone(),
+                            muted: true,
+                        },
+                        None,
+                    );
+                    self.mesh.send(
+                        &self.name,
+                        LocalRoomEvent::Muted {
+                            track: track.clone(),
+                            muted: true,
+                        },
+                    );
+                    self.tell(
+                        target,
+                        ServerMessage::MutedByHost {
+                            track,
+                            by: by.clone(),
+                        },
+                    );
+                }
+            }
+            ModerationAction::Remove => {
+                let name = self
+                    .members
+                    .get(by)
+                    .map_or_else(String::new, |m| m.info.name.clone());
+                self.tell(
+                    target,
+                    ServerMessage::Error {
+                        code: ErrorCode::Removed,
+                        message: format!("you were removed from the room by {name}"),
+                        fatal: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A host connected here asks for `action` on `target` (or on every non-host).
+    fn moderate(
+        &mut self,
+        by: ParticipantId,
+        target: Option<ParticipantId>,
+        action: ModerationAction,
+    ) {
+        let Some(actor_role) = self.role_of(&by).filter(|_| self.is_local(&by)) else {
+            return;
+        };
+        let targets: Vec<ParticipantId> = match &target {
+            Some(t) => {
+                if self.members.get(t).is_none_or(|m| m.hidden) {
+                    self.tell(
+                        &by,
+                        ServerMessage::error(
+                            ErrorCode::UnknownParticipant,
+                            format!("no participant {t} in the room"),
+                        ),
+                    );
+                    return;
+                }
+                vec![t.clone()]
+            }
+            None => self
+                .members
+                .iter()
+                .filter(|(id, m)| !m.hidden && **id != by && m.info.role != Role::Host)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        };
+        if let Err(refusal) = roles::check_moderation(
+            actor_role,
+            target
+                .as_ref()
+                .and_then(|t| self.role_of(t))
+                .unwrap_or(Role::Speaker),
+            action,
+            target.is_none(),
+        ) {
+            warn!(room = %self.name, participant = %by, ?action, "moderation refused");
+            self.tell(
+                &by,
+                ServerMessage::error(ErrorCode::Forbidden, refusal.to_string()),
+            );
+            return;
+        }
+        for t in targets {
+            if self.is_local(&t) {
+                self.moderate_local(&by, &t, action);
+            } else {
+                self.mesh.send(
+                    &self.name,
+                    LocalRoomEvent::Moderate {
+                        by: by.clone(),
+                        target: t,
+                        action,
+                    },
+                );
+            }
+        }
+    }
+
+    /// New settings (from a host here or on another node); this node moves its own speakers.
+    fn apply_settings(&mut self, settings: RoomSettings) {
+        let was = self.settings;
+        self.settings = settings;
+        if was == settings {
+            return;
+        }
+        info!(room = %self.name, only_hosts_publish = settings.only_hosts_publish, "room settings changed");
+        self.broadcast(&ServerMessage::RoomSettingsChanged { settings }, None);
+        if settings.only_hosts_publish && !was.only_hosts_publish {
+            let speakers: Vec<ParticipantInfo> = self
+                .members
+                .values()
+                .filter(|m| m.node.is_none() && !m.hidden && m.info.role == Role::Speaker)
+                .map(|m| m.info.clone())
+                .collect();
+            for mut info in speakers {
+                info.role = Role::Audience;
+                self.withdraw_tracks(&info.id);
+                self.update_member(info.clone());
+                self.mesh.send(&self.name, LocalRoomEvent::Updated(info));
+            }
+        }
+    }
+
+    /// One audio level of `participant`; announces the dominant speaker when it changes.
+    fn audio_level(&mut self, participant: ParticipantId, level: u8, now: Instant) {
+        if !self.members.contains_key(&participant) {
+            return;
+        }
+        self.speakers.on_audio_level(participant, level, now);
+        if let Some(dominant) = self.speakers.poll(now) {
+            info!(room = %self.name, participant = %dominant, "dominant speaker");
+            self.broadcast(
+                &ServerMessage::DominantSpeaker {
+                    participant: Some(dominant),
+                    recent: self.speakers.last_n(RECENT_SPEAKERS),
+                },
+                None,
+            );
         }
     }
 
@@ -137,10 +485,11 @@ impl RoomState {
             .is_some_and(|m| m.node.as_deref() == Some(node))
     }
 
-    /// Drops the tracks a member published from where it was before it resumed elsewhere (its
-    /// client republishes them), telling local members; local tracks are withdrawn from the mesh
-    /// too. The member itself stays: others see a resumed participant, not a leave and a join.
-    fn drop_tracks_for_takeover(&mut self, participant: &ParticipantId) {
+    /// Withdraws every track of a member, telling local members; local tracks are withdrawn
+    /// from the mesh too. The member itself stays: after a resume elsewhere (its client
+    /// republishes) others see a resumed participant, not a leave and a join; after a move to
+    /// the audience it may no longer publish.
+    fn withdraw_tracks(&mut self, participant: &ParticipantId) {
         let was_local = self.is_local(participant);
         let theirs: Vec<TrackId> = self
             .tracks
@@ -167,7 +516,7 @@ impl RoomState {
             }
             // The participant resumed on `node` (its old node died or drained): it is theirs now.
             info!(room = %self.name, participant = %info.id, node, "participant resumed on another node");
-            self.drop_tracks_for_takeover(&info.id);
+            self.withdraw_tracks(&info.id);
             if let Some(m) = self.members.get_mut(&info.id) {
                 if let Some(sink) = m.sink.take() {
                     tell_taken_over(&sink);
@@ -177,11 +526,12 @@ impl RoomState {
             }
             return;
         }
-        self.broadcast(
+        self.tell_about(
+            &info.id,
+            info.role,
             &ServerMessage::ParticipantJoined {
                 participant: info.clone(),
             },
-            None,
         );
         self.members.insert(
             info.id.clone(),
@@ -193,6 +543,7 @@ impl RoomState {
                 epoch: 0,
             },
         );
+        self.audience_changed();
     }
 
     /// Removes a member and its tracks, telling the local members.
@@ -207,13 +558,16 @@ impl RoomState {
             self.broadcast(&message, None);
         }
         if !member.hidden {
-            self.broadcast(
+            self.tell_about(
+                participant,
+                member.info.role,
                 &ServerMessage::ParticipantLeft {
                     participant: participant.clone(),
                 },
-                None,
             );
         }
+        self.speakers.remove(participant);
+        self.audience_changed();
         Some(member)
     }
 
@@ -319,6 +673,31 @@ impl RoomState {
                     self.chat(from, name, text, ts);
                 }
             }
+            RemoteRoomEvent::Updated(info) => {
+                if self.is_from(&info.id, node) {
+                    self.update_member(info);
+                }
+            }
+            RemoteRoomEvent::Moderate { by, target, action } => {
+                // Only a host the sender itself serves may act, and only on our own members.
+                let by_host = self.is_from(&by, node) && self.role_of(&by) == Some(Role::Host);
+                if !self.is_local(&target) {
+                    // Meant for another node's member.
+                } else if by_host {
+                    self.moderate_local(&by, &target, action);
+                } else {
+                    warn!(room = %self.name, node, by = %by, participant = %target, "moderation from another node refused");
+                }
+            }
+            RemoteRoomEvent::Settings(settings) => self.apply_settings(settings),
+            RemoteRoomEvent::AudioLevels(levels) => {
+                let now = Instant::now();
+                for (participant, level) in levels {
+                    if self.is_from(&participant, node) {
+                        self.audio_level(participant, level, now);
+                    }
+                }
+            }
             RemoteRoomEvent::NodeGone => {
                 let theirs: Vec<ParticipantId> = self
                     .members
@@ -370,7 +749,7 @@ impl Actor for RoomActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: RoomArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         info!(room = %args.name, "room opened");
@@ -378,9 +757,14 @@ impl Actor for RoomActor {
             name: args.name,
             directory: args.directory,
             mesh: args.mesh,
+            myself,
             members: BTreeMap::new(),
             tracks: Vec::new(),
             next_epoch: 1,
+            settings: RoomSettings::default(),
+            speakers: DominantSpeakerDetector::new(),
+            audience_announced: 0,
+            audience_flush_pending: false,
         })
     }
 
@@ -401,34 +785,50 @@ impl Actor for RoomActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RoomMsg::Join {
-                info,
+                mut info,
                 sink,
                 hidden,
+                requested_role,
                 reply,
             } => {
                 // A participant coming back (resume) takes over its old session, here or on
-                // another node: its old tracks go, its membership stays.
-                let resumed = state.members.contains_key(&info.id);
-                if resumed {
-                    state.drop_tracks_for_takeover(&info.id);
+                // another node: its old tracks go, its membership and role stay.
+                let previous = state.members.get(&info.id).map(|m| m.info.clone());
+                let resumed = previous.is_some();
+                let mut note = None;
+                if let Some(previous) = previous {
+                    state.withdraw_tracks(&info.id);
+                    info.role = previous.role;
+                    info.hand_raised_at = previous.hand_raised_at;
                     info!(room = %state.name, participant = %info.id, "participant resumed");
+                } else if hidden {
+                    info.role = Role::Audience;
+                } else {
+                    let context = JoinContext {
+                        room_is_empty: state.members.values().all(|m| m.hidden),
+                        has_host: state.has_host(),
+                        settings: state.settings,
+                    };
+                    (info.role, note) = roles::role_at_join(requested_role, context);
                 }
-                let mut snapshot = state.snapshot();
+                let mut snapshot = state.snapshot_for(info.role);
+                snapshot.role_note = note;
                 snapshot.participants.retain(|p| p.id != info.id);
                 if !hidden {
                     if !resumed {
-                        state.broadcast(
+                        state.tell_about(
+                            &info.id,
+                            info.role,
                             &ServerMessage::ParticipantJoined {
                                 participant: info.clone(),
                             },
-                            None,
                         );
                     }
                     state
                         .mesh
                         .send(&state.name, LocalRoomEvent::Joined(info.clone()));
                 }
-                info!(room = %state.name, participant = %info.id, "participant joined");
+                info!(room = %state.name, participant = %info.id, role = ?info.role, "participant joined");
                 let epoch = state.next_epoch;
                 state.next_epoch += 1;
                 snapshot.epoch = epoch;
@@ -446,6 +846,7 @@ impl Actor for RoomActor {
                     tell_taken_over(&sink);
                 }
                 state.update_counts();
+                state.audience_changed();
                 let _ = reply.send(snapshot);
             }
             RoomMsg::Leave { participant, epoch } => {
@@ -541,10 +942,7 @@ impl Actor for RoomActor {
                 if let Some(member) = state.members.get(&from)
                     && member.node.is_none()
                 {
-                    let ts = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
+                    let ts = now_ms();
                     let name = member.info.name.clone();
                     state.chat(from.clone(), name.clone(), text.clone(), ts);
                     state.mesh.send(
@@ -558,6 +956,49 @@ impl Actor for RoomActor {
                     );
                 }
             }
+            RoomMsg::RaiseHand {
+                participant,
+                raised,
+            } => {
+                if let Some(member) = state.members.get(&participant)
+                    && member.node.is_none()
+                    && member.info.hand_raised_at.is_some() != raised
+                {
+                    let mut info = member.info.clone();
+                    info.hand_raised_at = raised.then(now_ms);
+                    state.update_member(info.clone());
+                    state.mesh.send(&state.name, LocalRoomEvent::Updated(info));
+                }
+            }
+            RoomMsg::Moderate { by, target, action } => state.moderate(by, target, action),
+            RoomMsg::SetSettings { by, settings } => {
+                if state.is_local(&by) && state.role_of(&by) == Some(Role::Host) {
+                    state.apply_settings(settings);
+                    state
+                        .mesh
+                        .send(&state.name, LocalRoomEvent::Settings(settings));
+                } else {
+                    state.tell(
+                        &by,
+                        ServerMessage::error(
+                            ErrorCode::Forbidden,
+                            "only hosts may change the room's settings",
+                        ),
+                    );
+                }
+            }
+            RoomMsg::AudioLevel { participant, level } => {
+                if state.is_local(&participant) {
+                    state.audio_level(participant.clone(), level, Instant::now());
+                    if level < NOISE_FLOOR_DBOV {
+                        state.mesh.send(
+                            &state.name,
+                            LocalRoomEvent::AudioLevel { participant, level },
+                        );
+                    }
+                }
+            }
+            RoomMsg::FlushAudienceCount => state.flush_audience_count(),
             RoomMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
             }

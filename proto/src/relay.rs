@@ -19,13 +19,13 @@
 //! upgrade possible: a new node keeps speaking the old version until every peer knows the new one.
 
 use crate::ids::{ParticipantId, RoomName, TrackId};
-use crate::signal::{ParticipantInfo, TrackInfo};
+use crate::signal::{ModerationAction, ParticipantInfo, RoomSettings, TrackInfo};
 use serde::{Deserialize, Serialize};
 
 /// The wire-format version this build speaks.
-pub const RELAY_VERSION: u8 = 1;
+pub const RELAY_VERSION: u8 = 2;
 /// Versions this build can decode, oldest first.
-pub const SUPPORTED_VERSIONS: &[u8] = &[1];
+pub const SUPPORTED_VERSIONS: &[u8] = &[2];
 /// Largest control frame (version byte + message) a node accepts: room snapshots of a few
 /// thousand participants fit; anything larger is a protocol violation.
 pub const MAX_CONTROL_FRAME: usize = 4 * 1024 * 1024;
@@ -192,6 +192,30 @@ pub enum RelayMessage {
     Error {
         reason: String,
     },
+    /// A local participant's role or raised hand changed.
+    ParticipantUpdated {
+        room: RoomName,
+        participant: ParticipantInfo,
+    },
+    /// A host connected to the sender acts on `target`, a participant connected to the receiver
+    /// (the receiver checks that `by` is a host it knows from the sender).
+    Moderate {
+        room: RoomName,
+        by: ParticipantId,
+        target: ParticipantId,
+        action: ModerationAction,
+    },
+    /// A host connected to the sender changed the room's settings; also sent after `RoomState`.
+    RoomSettings {
+        room: RoomName,
+        settings: RoomSettings,
+    },
+    /// Audio levels (RFC 6464 dBov, 0 loudest) of the sender's local publishers that spoke in
+    /// the last interval, for dominant-speaker detection across nodes.
+    AudioLevels {
+        room: RoomName,
+        levels: Vec<(ParticipantId, u8)>,
+    },
 }
 
 /// One RTP packet of a subscription, as a QUIC datagram.
@@ -344,7 +368,7 @@ mod serde_bytes_borrowed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::{MediaKind, TrackSource};
+    use crate::signal::{MediaKind, Role, TrackSource};
 
     fn track() -> RelayTrack {
         RelayTrack {
@@ -389,8 +413,28 @@ mod tests {
                 participants: vec![ParticipantInfo {
                     id: ParticipantId("p1".into()),
                     name: "Ada".into(),
+                    role: Role::Host,
+                    hand_raised_at: Some(1_700_000_000_000),
                 }],
                 tracks: vec![track()],
+            },
+            RelayMessage::Moderate {
+                room: room.clone(),
+                by: ParticipantId("p1".into()),
+                target: ParticipantId("p2".into()),
+                action: ModerationAction::SetRole {
+                    role: Role::Speaker,
+                },
+            },
+            RelayMessage::RoomSettings {
+                room: room.clone(),
+                settings: RoomSettings {
+                    only_hosts_publish: true,
+                },
+            },
+            RelayMessage::AudioLevels {
+                room: room.clone(),
+                levels: vec![(ParticipantId("p1".into()), 30)],
             },
             RelayMessage::Subscribe {
                 room,

@@ -59,11 +59,80 @@ pub struct TrackInfo {
     pub muted: bool,
 }
 
+/// What a participant may do in a room. Enforced by the node, not by the page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Publishes, and moderates: changes roles, mutes, removes, changes the room's settings.
+    Host,
+    /// Publishes.
+    #[default]
+    Speaker,
+    /// Subscribes only; may raise a hand to be promoted. Listed to hosts only; everyone else sees
+    /// an `audience_count`.
+    Audience,
+}
+
+impl Role {
+    /// May send media into the room.
+    pub fn may_publish(self) -> bool {
+        !matches!(self, Role::Audience)
+    }
+
+    /// May change roles, mute or remove others and change the room's settings.
+    pub fn may_moderate(self) -> bool {
+        matches!(self, Role::Host)
+    }
+}
+
 /// One participant as the room knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
     pub id: ParticipantId,
     pub name: String,
+    #[serde(default)]
+    pub role: Role,
+    /// When the participant raised its hand (milliseconds since the Unix epoch, clock of the
+    /// participant's node); `None` while the hand is down. Hosts order the hand queue by it.
+    #[serde(default)]
+    pub hand_raised_at: Option<u64>,
+}
+
+impl ParticipantInfo {
+    /// A speaker with its hand down.
+    pub fn new(id: ParticipantId, name: impl Into<String>) -> Self {
+        Self {
+            id,
+            name: name.into(),
+            role: Role::default(),
+            hand_raised_at: None,
+        }
+    }
+}
+
+/// A room's settings, changed by hosts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    /// Classroom/webinar mode: newcomers join as audience and speakers are moved to the
+    /// audience; only hosts publish, and whoever a host promotes.
+    #[serde(default)]
+    pub only_hosts_publish: bool,
+}
+
+/// What a host does to another participant (over the relay when the target is on another node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    SetRole {
+        role: Role,
+    },
+    /// Mutes the target's tracks of one kind: the node stops forwarding them until the target
+    /// unmutes itself (a host cannot unmute anyone).
+    Mute {
+        kind: MediaKind,
+    },
+    /// Removes the target from the room.
+    Remove,
 }
 
 /// A client's wish for one track's simulcast layer.
@@ -124,6 +193,12 @@ pub enum ClientMessage {
         /// The site the client wants to be served from; default: the site of the node it asks.
         #[serde(default)]
         site: Option<String>,
+        /// The role asked for. `host` is granted when the room has no host yet (until access
+        /// control hands out host grants); `audience` is always granted. Default: `host` for the
+        /// room's first participant, else the room's default (`speaker`, or `audience` with
+        /// `only_hosts_publish`).
+        #[serde(default)]
+        role: Option<Role>,
     },
     /// Offer for the publish connection. `sources` maps the offer's m-line `mid`s to what each
     /// track carries, so other participants can tell the camera from the screen.
@@ -153,8 +228,40 @@ pub enum ClientMessage {
     SetMuted { track: TrackId, muted: bool },
     /// A chat message to everyone in the room.
     Chat { text: String },
+    /// Raise or lower one's hand (to ask a host for the floor).
+    RaiseHand { raised: bool },
+    /// Host: change a participant's role (promote audience to speaker, demote, make host).
+    SetRole {
+        participant: ParticipantId,
+        role: Role,
+    },
+    /// Host: mute one participant's tracks of `kind`, or everyone's but the hosts' when
+    /// `participant` is absent (mute all).
+    MuteParticipant {
+        #[serde(default)]
+        participant: Option<ParticipantId>,
+        #[serde(default = "default_audio")]
+        kind: MediaKind,
+    },
+    /// Host: remove a participant from the room.
+    RemoveParticipant { participant: ParticipantId },
+    /// Host: change the room's settings.
+    SetRoomSettings { settings: RoomSettings },
+    /// What the client wants to receive (with `auto_subscribe`): camera video of only the
+    /// `last_n` most recent dominant speakers (hosts' cameras and screen shares always), or no
+    /// video at all with `audio_only`.
+    SetPreferences {
+        #[serde(default)]
+        last_n: Option<u16>,
+        #[serde(default)]
+        audio_only: bool,
+    },
     /// Leave the room; the node closes the socket afterwards.
     Leave,
+}
+
+fn default_audio() -> MediaKind {
+    MediaKind::Audio
 }
 
 fn default_true() -> bool {
@@ -177,6 +284,17 @@ pub enum ServerMessage {
         /// WebSocket URLs of other nodes to try, in order, if this one goes away.
         #[serde(default)]
         alternates: Vec<String>,
+        /// The role the node granted.
+        #[serde(default)]
+        role: Role,
+        #[serde(default)]
+        settings: RoomSettings,
+        /// Audience members in the room (they are listed in `participants` to hosts only).
+        #[serde(default)]
+        audience: u32,
+        /// Who speaks now, if anyone.
+        #[serde(default)]
+        dominant_speaker: Option<ParticipantId>,
     },
     /// Reply to `join`: this room's participants of your site are served by another node; open
     /// a WebSocket to `url` and send the same `join` there. The node closes this socket.
@@ -214,6 +332,38 @@ pub enum ServerMessage {
     TrackMuted {
         track: TrackId,
         muted: bool,
+    },
+    /// A participant's role or hand changed (also sent about oneself).
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    /// How many audience members the room has (sent to non-hosts, at most once a second).
+    AudienceCount {
+        count: u32,
+    },
+    RoomSettingsChanged {
+        settings: RoomSettings,
+    },
+    /// A host muted one of your tracks; unmute it yourself with `set_muted` when you want to.
+    MutedByHost {
+        track: TrackId,
+        by: ParticipantId,
+    },
+    /// The node closed your publish connection (you became audience): close yours too.
+    PublishClosed {
+        reason: String,
+    },
+    /// The dominant speaker changed; `recent` lists the most recent dominant speakers, newest
+    /// first (what `last_n` picks from).
+    DominantSpeaker {
+        participant: Option<ParticipantId>,
+        recent: Vec<ParticipantId>,
+    },
+    /// What the node sends you: its bandwidth estimate for your subscribe connection and the
+    /// simulcast layer it forwards per track (sent when a layer changes, at most once a second).
+    ReceiveQuality {
+        estimate_bps: u64,
+        layers: BTreeMap<TrackId, u8>,
     },
     Chat {
         from: ParticipantId,
@@ -258,6 +408,12 @@ pub enum ErrorCode {
     Unavailable,
     /// The `resume` token was not valid for this room (expired, forged); join without it.
     ResumeRejected,
+    /// Your role does not allow this (publish as audience, moderate as non-host).
+    Forbidden,
+    /// The named participant is not in the room.
+    UnknownParticipant,
+    /// A host removed you from the room (fatal).
+    Removed,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].
@@ -294,6 +450,12 @@ const CLIENT_TYPES: &[&str] = &[
     "set_layer",
     "set_muted",
     "chat",
+    "raise_hand",
+    "set_role",
+    "mute_participant",
+    "remove_participant",
+    "set_room_settings",
+    "set_preferences",
     "leave",
 ];
 
@@ -403,6 +565,7 @@ mod tests {
                 auto_subscribe: true,
                 resume: None,
                 site: None,
+                role: None,
             }
         );
     }
@@ -460,6 +623,39 @@ mod tests {
             ClientMessage::decode(&big),
             Err(DecodeError::TooLarge)
         ));
+    }
+
+    #[test]
+    fn moderation_messages_decode() {
+        let m = ClientMessage::decode(r#"{"type":"set_role","participant":"p1","role":"speaker"}"#)
+            .unwrap();
+        assert!(matches!(
+            m,
+            ClientMessage::SetRole {
+                role: Role::Speaker,
+                ..
+            }
+        ));
+        let m = ClientMessage::decode(r#"{"type":"mute_participant"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::MuteParticipant {
+                participant: None,
+                kind: MediaKind::Audio
+            }
+        );
+        let e = ClientMessage::decode(r#"{"type":"set_role","participant":"p1","role":"king"}"#)
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn participant_info_defaults_to_a_speaker_with_the_hand_down() {
+        let p: ParticipantInfo = serde_json::from_str(r#"{"id":"p1","name":"Ada"}"#).unwrap();
+        assert_eq!(p.role, Role::Speaker);
+        assert_eq!(p.hand_raised_at, None);
+        assert!(Role::Host.may_moderate() && !Role::Speaker.may_moderate());
+        assert!(!Role::Audience.may_publish());
     }
 
     #[test]

@@ -161,20 +161,24 @@ class PatternVideoTrack(MediaStreamTrack):
 
 
 class ToneAudioTrack(MediaStreamTrack):
-    """A 400 Hz sine tone, 48 kHz mono s16, 20 ms frames."""
+    """A 400 Hz sine tone, 48 kHz mono s16, 20 ms frames. `amplitude` (0-32767) may be changed
+    while it plays (a louder speaker for dominant-speaker tests)."""
 
     kind = "audio"
 
-    def __init__(self):
+    def __init__(self, amplitude: int = 8000):
         super().__init__()
         self.samples = int(AUDIO_RATE * AUDIO_PTIME)
-        pcm = bytearray()
-        for i in range(self.samples):
-            s = int(8000 * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE))
-            pcm += s.to_bytes(2, "little", signed=True)
-        self._pcm = bytes(pcm)
         self.frames_sent = 0
         self._start: Optional[float] = None
+        self.set_amplitude(amplitude)
+
+    def set_amplitude(self, amplitude: int) -> None:
+        pcm = bytearray()
+        for i in range(self.samples):
+            s = int(amplitude * math.sin(2 * math.pi * TONE_HZ * i / AUDIO_RATE))
+            pcm += s.to_bytes(2, "little", signed=True)
+        self._pcm = bytes(pcm)
 
     async def recv(self) -> AudioFrame:
         if self.readyState != "live":

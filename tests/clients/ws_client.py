@@ -54,6 +54,8 @@ class Client:
         self.participant = None
         self.pub_pc = None
         self.pub_video = None
+        self.pub_audio = None
+        self.role = None
         self.sub_pc = None
         self.sub_tracks: dict = {}  # mid -> track id, from the latest subscribe_offer
         self.rx = kc.Receiver()
@@ -70,9 +72,13 @@ class Client:
     async def start_publishing(self) -> None:
         pc = kc.new_peer_connection()
         self.pub_pc = pc
-        self.pub_video = kc.PatternVideoTrack()
-        pc.addTransceiver(kc.ToneAudioTrack(), direction="sendonly")
-        pc.addTransceiver(self.pub_video, direction="sendonly")
+        self.pub_audio = kc.ToneAudioTrack(self.args.tone_amplitude)
+        pc.addTransceiver(self.pub_audio, direction="sendonly")
+        if not self.args.audio_only:
+            self.pub_video = kc.PatternVideoTrack()
+            pc.addTransceiver(self.pub_video, direction="sendonly")
+        if self.args.loud_after is not None:
+            asyncio.ensure_future(self._get_loud(self.pub_audio))
         prefer_codecs(pc, {"audio": "audio/opus", "video": "video/VP8"})
 
         @pc.on("connectionstatechange")
@@ -86,6 +92,17 @@ class Client:
         sources = {mid: ("microphone" if kind == "audio" else "camera")
                    for mid, kind in kc.mids_by_kind(pc).items()}
         await self.send({"type": "publish_offer", "sdp": sdp, "sources": sources})
+
+    async def _get_loud(self, track) -> None:
+        await asyncio.sleep(self.args.loud_after)
+        track.set_amplitude(self.args.loud_amplitude)
+        kc.emit("got_loud", amplitude=self.args.loud_amplitude)
+
+    async def stop_publishing(self) -> None:
+        pc, self.pub_pc = self.pub_pc, None
+        if pc is not None:
+            await pc.close()
+            kc.emit("publish_stopped")
 
     async def on_publish_answer(self, msg: dict) -> None:
         if self.pub_pc is None:
@@ -141,6 +158,7 @@ class Client:
         try:
             if kind == "joined":
                 self.participant = msg.get("participant")
+                self.role = msg.get("role")
                 self.joined.set()
                 if self.args.publish:
                     await self.start_publishing()
@@ -148,6 +166,18 @@ class Client:
                     await self.send({"type": "chat", "text": self.args.chat})
             elif kind == "publish_answer":
                 await self.on_publish_answer(msg)
+            elif kind == "error" and msg.get("code") == "forbidden" and self.pub_pc is not None \
+                    and "publish offer refused" in msg.get("message", ""):
+                # Audience: the offer was refused; publish again once promoted.
+                await self.stop_publishing()
+            elif kind == "publish_closed":
+                await self.stop_publishing()
+            elif kind in ("participant_updated", "participant_joined") \
+                    and msg.get("participant", {}).get("id") == self.participant:
+                was, self.role = self.role, msg["participant"].get("role")
+                if self.args.publish and self.pub_pc is None and was == "audience" \
+                        and self.role in ("speaker", "host"):
+                    await self.start_publishing()
             elif kind == "subscribe_offer":
                 await self.on_subscribe_offer(msg)
         except (ValueError, KeyError, TimeoutError, ConnectionError) as e:
@@ -164,9 +194,8 @@ class Client:
                 await self.handle(msg)
         except ConnectionClosed:
             pass
-        rcvd = self.ws.close_rcvd
-        self.close_info = {"code": rcvd.code if rcvd else None,
-                           "reason": rcvd.reason if rcvd else ""}
+        # websockets' asyncio connection exposes the close frame received as close_code/reason.
+        self.close_info = {"code": self.ws.close_code, "reason": self.ws.close_reason or ""}
         kc.emit("closed", **self.close_info)
         self.stop.set()
 
@@ -179,7 +208,10 @@ class Client:
             kc.emit("error", stage="connect", reason=str(e))
             return 2
         reader = asyncio.ensure_future(self.reader())
-        await self.send({"type": "join", "room": self.args.room, "name": self.args.name})
+        join = {"type": "join", "room": self.args.room, "name": self.args.name}
+        if self.args.role:
+            join["role"] = self.args.role
+        await self.send(join)
         try:
             await kc.wait_for(lambda: self.joined.is_set() or self.stop.is_set(),
                               self.args.connect_timeout, "joined")
@@ -221,6 +253,15 @@ def main() -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--publish", action="store_true", help="publish a camera and a microphone")
     p.add_argument("--chat", default=None, help="send this chat text right after joining")
+    p.add_argument("--role", choices=["host", "speaker", "audience"], default=None,
+                   help="role asked for in join; with --publish an audience member publishes "
+                        "once a host promotes it")
+    p.add_argument("--audio-only", action="store_true", help="publish the microphone only")
+    p.add_argument("--tone-amplitude", type=int, default=8000,
+                   help="amplitude of the published 400 Hz tone (0-32767, default 8000)")
+    p.add_argument("--loud-after", type=float, default=None,
+                   help="seconds after publishing when the tone switches to --loud-amplitude")
+    p.add_argument("--loud-amplitude", type=int, default=20000)
     p.add_argument("--seconds", type=float, default=10.0,
                    help="how long to stay after joining (default 10)")
     p.add_argument("--connect-timeout", type=float, default=15.0)

@@ -190,10 +190,7 @@ fn share(node: &str, participants: &[&str], tracks: &[&str]) -> RoomShare {
         node: node.into(),
         participants: participants
             .iter()
-            .map(|p| ParticipantInfo {
-                id: ParticipantId(p.to_string()),
-                name: format!("{p} on {node}"),
-            })
+            .map(|p| ParticipantInfo::new(ParticipantId(p.to_string()), format!("{p} on {node}")))
             .collect(),
         tracks: tracks
             .iter()

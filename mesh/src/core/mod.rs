@@ -4,12 +4,15 @@
 //! reads the clock, spawns, or touches the network. Payload parsers are total: truncated or
 //! garbage bytes yield `None`/`false`, never a panic.
 
+pub mod audio_level;
 pub mod av1_keyframe;
+pub mod bandwidth_allocator;
 pub mod cascade_route;
 pub mod codec;
 pub mod dominant_speaker;
 pub mod h264_keyframe;
 pub mod keyframe_request_throttle;
+pub mod layer_bitrate;
 pub mod layer_selector;
 pub mod link_quality;
 pub mod packet_cache;
@@ -23,9 +26,14 @@ pub mod vp9_keyframe;
 #[cfg(test)]
 mod test_support;
 
+pub use audio_level::AudioLevelWindow;
+pub use bandwidth_allocator::{
+    Allocation, SubscribedVideoTrack, SubscriberBandwidthAllocator, VideoPriority,
+};
 pub use codec::{VideoCodec, is_keyframe_start};
 pub use dominant_speaker::DominantSpeakerDetector;
 pub use keyframe_request_throttle::{DEFAULT_KEYFRAME_REQUEST_INTERVAL, KeyframeRequestThrottle};
+pub use layer_bitrate::LayerBitrateMeter;
 pub use layer_selector::{LAYER_TIMEOUT, LayerDecision, MAX_LAYER, SimulcastLayerSelector};
 pub use link_quality::{IntervalStats, LinkQuality};
 pub use packet_cache::PacketCache;

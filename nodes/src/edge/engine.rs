@@ -15,7 +15,7 @@ use super::peer_factory::{PeerRole, new_peer};
 use crate::metrics::{self, Metrics};
 use crate::relay::bridge::{EngineRelayPorts, EngineToRelay, RelayPacketIn, RelayToEngine};
 use bytes::BytesMut;
-use kaskade_mesh::core::VideoCodec;
+use kaskade_mesh::core::{AudioLevelWindow, VideoCodec};
 use kaskade_mesh::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EngineStats, EventSink, PublishOutcome,
     SessionKey, SubscribeOffer, TrackDescriptor,
@@ -36,12 +36,15 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::extension::audio_level_extension::AudioLevelExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
+use rtc::sdp::extmap::AUDIO_LEVEL_URI;
+use rtc::shared::marshal::Unmarshal;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -52,6 +55,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// How often the engine reports audio levels and re-allocates subscribers' bandwidth.
+const TICK: Duration = Duration::from_millis(200);
 /// Datagrams read in one turn before the loop flushes what they produced.
 const READ_BATCH: usize = 64;
 const MAX_DATAGRAM: usize = 2048;
@@ -107,6 +112,8 @@ pub fn spawn(
 struct Inbound {
     track: TrackId,
     receiver: RTCRtpReceiverId,
+    /// Header-extension id of the audio level (RFC 6464), when negotiated for an audio track.
+    audio_level_ext: Option<u8>,
 }
 
 struct Outbound {
@@ -149,6 +156,10 @@ struct TrackEntry {
     remote: Option<RemoteSource>,
     /// Other nodes this track is sent to.
     relay_legs: Vec<RelayLeg>,
+    /// A host muted it: nothing is forwarded until its publisher unmutes.
+    paused: bool,
+    /// Audio levels since the last report to the publisher's owner.
+    audio_level: AudioLevelWindow,
 }
 
 struct Engine {
@@ -176,6 +187,8 @@ struct Engine {
     closing: Vec<(SessionKey, String)>,
     relay: RelayState,
     relay_demand: Option<mpsc::UnboundedSender<EngineToRelay>>,
+    /// When the periodic work (audio levels, bandwidth allocation) runs next.
+    next_tick: Instant,
 }
 
 /// Receives from an optional channel; pends forever without one.
@@ -220,6 +233,7 @@ impl Engine {
             closing: Vec::new(),
             relay: RelayState::default(),
             relay_demand: None,
+            next_tick: Instant::now() + TICK,
         }
     }
 
@@ -291,10 +305,32 @@ impl Engine {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.sessions.values().filter_map(|s| s.deadline).min()
+        let sessions = self.sessions.values().filter_map(|s| s.deadline).min();
+        Some(sessions.map_or(self.next_tick, |d| d.min(self.next_tick)))
+    }
+
+    /// Periodic work: each publisher's audio levels go to its owner (dominant speaker).
+    fn on_tick(&mut self, now: Instant) {
+        self.next_tick = now + TICK;
+        let mut levels: HashMap<SessionKey, Vec<(TrackId, u8)>> = HashMap::new();
+        for (id, entry) in &mut self.tracks {
+            if let Some(key) = entry.publisher
+                && let Some(level) = entry.audio_level.take()
+            {
+                levels.entry(key).or_default().push((id.clone(), level));
+            }
+        }
+        for (session, levels) in levels {
+            if let Some(s) = self.sessions.get(&session) {
+                s.events.send(EdgeEvent::AudioLevels { session, levels });
+            }
+        }
     }
 
     fn on_timeouts(&mut self, now: Instant) {
+        if now >= self.next_tick {
+            self.on_tick(now);
+        }
         let due: Vec<SessionKey> = self
             .sessions
             .iter()
@@ -408,6 +444,17 @@ impl Engine {
                     });
                     debug!(session = key, ?mid, track = %init.track_id, rid = ?init.rid, ssrc = init.ssrc, "inbound track opened");
                     if let Some(desc) = mid.and_then(|m| session.published.get(&m)) {
+                        let audio_level_ext = (desc.kind == MediaKind::Audio)
+                            .then(|| session.pc.rtp_receiver(init.receiver_id))
+                            .flatten()
+                            .and_then(|mut r| {
+                                r.get_parameters()
+                                    .rtp_parameters
+                                    .header_extensions
+                                    .iter()
+                                    .find(|h| h.uri == AUDIO_LEVEL_URI)
+                                    .and_then(|h| u8::try_from(h.id).ok())
+                            });
                         if let Some(entry) = self.tracks.get_mut(&desc.id) {
                             entry.receiver = Some(init.receiver_id);
                             if entry.codecs.is_empty()
@@ -427,6 +474,7 @@ impl Engine {
                             Inbound {
                                 track: desc.id.clone(),
                                 receiver: init.receiver_id,
+                                audio_level_ext,
                             },
                         );
                     }
@@ -461,6 +509,15 @@ impl Engine {
                         continue;
                     };
                     self.metrics.packets_in.inc();
+                    if let Some(id) = inbound.audio_level_ext
+                        && let Some(mut ext) = packet.header.get_extension(id)
+                        && let Ok(level) = AudioLevelExtension::unmarshal(&mut ext)
+                    {
+                        entry.audio_level.add(level.level);
+                    }
+                    if entry.paused {
+                        continue;
+                    }
                     let ssrc = packet.header.ssrc;
                     let layer = match session.ssrc_layers.get(&ssrc) {
                         Some((_, layer)) => *layer,
@@ -694,6 +751,12 @@ impl Engine {
                     self.dirty.push(session);
                 }
             }
+            EngineCommand::SetTrackPaused { track, paused } => {
+                if let Some(entry) = self.tracks.get_mut(&track) {
+                    info!(track = %track, paused, "track forwarding paused by moderation");
+                    entry.paused = paused;
+                }
+            }
             EngineCommand::SetLayer {
                 session,
                 track,
@@ -857,6 +920,8 @@ impl Engine {
                     forwarder: TrackForwarder::new(media, clock_rate, desc.layers.len().max(1)),
                     remote: None,
                     relay_legs: Vec::new(),
+                    paused: false,
+                    audio_level: AudioLevelWindow::default(),
                 },
             );
         }

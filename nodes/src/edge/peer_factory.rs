@@ -25,7 +25,8 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
+use rtc::sdp::extmap::AUDIO_LEVEL_URI;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,14 @@ pub fn new_peer(
         RtpCodecKind::Video,
     );
     configure_simulcast_extension_headers(&mut media)?;
+    // Publishers' audio levels feed the room's dominant-speaker detection.
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     // Registers transport-cc in the SDP (with its receiver-side interceptor in that registry).
     let with_twcc = configure_twcc_receiver_only(Registry::new(), &mut media)?;
     let registry = match role {

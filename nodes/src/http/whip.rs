@@ -119,7 +119,23 @@ async fn join_room(
     hidden: bool,
     engine_session: SessionKey,
 ) -> Result<ActorRef<RoomMsg>, Response> {
-    match state.rooms.join(room, info, None, hidden).await {
+    let id = info.id.clone();
+    match state.rooms.join(room, info, None, hidden, None).await {
+        Ok((actor, snapshot)) if !hidden && !snapshot.role.may_publish() => {
+            // "Only hosts publish": a WHIP publisher without a host grant is audience.
+            let _ = state.engine.send(EngineCommand::Close {
+                session: engine_session,
+            });
+            let _ = actor.cast(RoomMsg::Leave {
+                participant: id,
+                epoch: Some(snapshot.epoch),
+            });
+            warn!(room = %room, "WHIP publish refused: only hosts publish in this room");
+            Err(text(
+                StatusCode::FORBIDDEN,
+                "only hosts publish in this room",
+            ))
+        }
         Ok((actor, _)) => Ok(actor),
         Err(e) => {
             let _ = state.engine.send(EngineCommand::Close {
@@ -185,10 +201,10 @@ pub async fn publish(
         Ok(o) => o,
         Err(e) => return edge_error(e),
     };
-    let info = ParticipantInfo {
-        id: participant.clone(),
-        name: format!("WHIP {}", &participant.0[1..7]),
-    };
+    let info = ParticipantInfo::new(
+        participant.clone(),
+        format!("WHIP {}", &participant.0[1..7]),
+    );
     let actor = match join_room(&state, &room, info, false, outcome.session).await {
         Ok(actor) => actor,
         Err(response) => return response,
@@ -291,10 +307,7 @@ async fn subscribe(
         return response;
     }
     let participant = new_participant_id();
-    let info = ParticipantInfo {
-        id: participant.clone(),
-        name: "WHEP viewer".into(),
-    };
+    let info = ParticipantInfo::new(participant.clone(), "WHEP viewer");
     let mut snapshot = state.rooms.snapshot(&room).await;
     let found_here = snapshot
         .as_ref()
@@ -303,7 +316,11 @@ async fn subscribe(
     // this node interested in it, and wait for the other nodes to describe their part.
     let mut joined: Option<ActorRef<RoomMsg>> = None;
     if !found_here && let Some(relay) = &state.relay {
-        match state.rooms.join(&room, info.clone(), None, true).await {
+        match state
+            .rooms
+            .join(&room, info.clone(), None, true, None)
+            .await
+        {
             Ok((actor, _)) => {
                 joined = Some(actor);
                 relay.fetch_room(&room).await;

@@ -18,7 +18,7 @@ use kaskade_mesh::core::cascade_route::{
 };
 use kaskade_mesh::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use kaskade_proto::relay::{LayerSet, RelayMessage, RelayTrack};
-use kaskade_proto::signal::{ParticipantInfo, TrackInfo};
+use kaskade_proto::signal::{ParticipantInfo, RoomSettings, TrackInfo};
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -364,6 +364,8 @@ fn spawn_dialers<C: ControlPlane + 'static>(
 struct LocalRoom {
     participants: BTreeMap<ParticipantId, ParticipantInfo>,
     tracks: Vec<RelayTrack>,
+    /// The room's settings as last changed by a host here.
+    settings: RoomSettings,
 }
 
 /// A track published on another node, as announced by its origin.
@@ -656,15 +658,22 @@ impl Manager {
                         .entry(room.clone())
                         .or_default()
                         .insert(peer.clone());
-                    let (participants, tracks) = match self.local.get(&room) {
-                        Some(l) => (l.participants.values().cloned().collect(), l.tracks.clone()),
-                        None => (Vec::new(), Vec::new()),
+                    let (participants, tracks, settings) = match self.local.get(&room) {
+                        Some(l) => (
+                            l.participants.values().cloned().collect(),
+                            l.tracks.clone(),
+                            l.settings,
+                        ),
+                        None => (Vec::new(), Vec::new(), RoomSettings::default()),
                     };
                     link.send_control(RelayMessage::RoomState {
-                        room,
+                        room: room.clone(),
                         participants,
                         tracks,
                     });
+                    if settings != RoomSettings::default() {
+                        link.send_control(RelayMessage::RoomSettings { room, settings });
+                    }
                 } else if let Some(peers) = self.interest.get_mut(&room) {
                     peers.remove(&peer);
                 }
@@ -762,6 +771,30 @@ impl Manager {
                         ts,
                     },
                 );
+            }
+            RelayMessage::ParticipantUpdated { room, participant } => {
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Updated(participant));
+            }
+            RelayMessage::Moderate {
+                room,
+                by,
+                target,
+                action,
+            } => {
+                self.rooms.remote(
+                    &room,
+                    &peer,
+                    RemoteRoomEvent::Moderate { by, target, action },
+                );
+            }
+            RelayMessage::RoomSettings { room, settings } => {
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Settings(settings));
+            }
+            RelayMessage::AudioLevels { room, levels } => {
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::AudioLevels(levels));
             }
             RelayMessage::Subscribe {
                 room: _,
@@ -1146,6 +1179,51 @@ impl Manager {
                         name,
                         text,
                         ts,
+                    },
+                );
+            }
+            LocalRoomEvent::Updated(info) => {
+                if let Some(l) = self.local.get_mut(&room)
+                    && let Some(p) = l.participants.get_mut(&info.id)
+                {
+                    *p = info.clone();
+                }
+                self.send_interested(
+                    &room,
+                    RelayMessage::ParticipantUpdated {
+                        room: room.clone(),
+                        participant: info,
+                    },
+                );
+            }
+            LocalRoomEvent::Moderate { by, target, action } => {
+                // Every interested node hears it; only the target's own node acts.
+                self.send_interested(
+                    &room,
+                    RelayMessage::Moderate {
+                        room: room.clone(),
+                        by,
+                        target,
+                        action,
+                    },
+                );
+            }
+            LocalRoomEvent::Settings(settings) => {
+                self.local.entry(room.clone()).or_default().settings = settings;
+                self.send_interested(
+                    &room,
+                    RelayMessage::RoomSettings {
+                        room: room.clone(),
+                        settings,
+                    },
+                );
+            }
+            LocalRoomEvent::AudioLevel { participant, level } => {
+                self.send_interested(
+                    &room,
+                    RelayMessage::AudioLevels {
+                        room: room.clone(),
+                        levels: vec![(participant, level)],
                     },
                 );
             }

@@ -6,7 +6,7 @@
 
 use super::{Engine, TrackEntry, default_codec};
 use crate::relay::bridge::{EngineToRelay, LinkId, LinkTx, RelayPacketIn, RelayToEngine};
-use kaskade_mesh::core::{UpstreamLossDetector, VideoCodec};
+use kaskade_mesh::core::{AudioLevelWindow, UpstreamLossDetector, VideoCodec};
 use kaskade_mesh::engine_api::TrackDescriptor;
 use kaskade_mesh::forwarder::{ForwardedMedia, TrackForwarder};
 use kaskade_proto::TrackId;
@@ -393,6 +393,8 @@ impl Engine {
                     },
                 }),
                 relay_legs: Vec::new(),
+                paused: false,
+                audio_level: AudioLevelWindow::default(),
             },
         );
         self.metrics.tracks.set(self.tracks.len() as i64);
