@@ -381,9 +381,12 @@ fn nack_cases(h: &mut impl Harness) {
         let mut fan_out = FanOut::new(layer_count, 10);
         let newest = fan_out.out[5].packet.header.sequence_number;
         let mut resent = Vec::with_capacity(1);
-        fan_out
-            .forwarder
-            .on_nack(5, [newest.wrapping_sub(back + 1)], &mut resent);
+        fan_out.forwarder.on_nack(
+            5,
+            [newest.wrapping_sub(back + 1)],
+            Instant::now(),
+            &mut resent,
+        );
         assert_eq!(
             resent.len(),
             usize::from(back < 512),
@@ -394,7 +397,9 @@ fn nack_cases(h: &mut impl Harness) {
             resent.clear();
             i = (i + 1) & 0xff;
             let lost = newest.wrapping_sub(back + i);
-            fan_out.forwarder.on_nack(5, [lost], &mut resent);
+            fan_out
+                .forwarder
+                .on_nack(5, [lost], Instant::now(), &mut resent);
             resent.len()
         });
     }

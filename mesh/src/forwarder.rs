@@ -5,13 +5,17 @@
 //! `docs/architecture.md` for the measurement behind that choice).
 
 use crate::core::{
-    KeyframeRequestThrottle, LayerDecision, PacketCache, SequenceRewriter, SimulcastLayerSelector,
-    VideoCodec, Vp8PictureIdRewriter, is_keyframe_start,
+    KeyframeRequestThrottle, LayerDecision, PacketCache, RetransmissionBudget, SequenceRewriter,
+    SimulcastLayerSelector, VideoCodec, Vp8PictureIdRewriter, is_keyframe_start,
 };
 use std::time::{Duration, Instant};
 
 /// Packets kept per layer for answering NACKs (~1 s of 2.5 Mbit/s video).
 pub const PACKET_CACHE_SIZE: usize = 512;
+/// How far back a probe reaches for packets to send again.
+const PROBE_DEPTH: u16 = 128;
+/// Fixed RTP header bytes, for counting what a probe queued.
+const RTP_HEADER_BYTES: usize = 12;
 
 /// What a track carries, as far as forwarding cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +72,8 @@ struct Downstream<K> {
     spec: DownstreamSpec<K>,
     /// Next sequence number on the RTX stream.
     rtx_seq: u16,
+    /// What this leg may retransmit (a share of what it forwards).
+    retransmissions: RetransmissionBudget,
     rewriter: SequenceRewriter,
     selector: SimulcastLayerSelector,
     vp8: Vp8PictureIdRewriter,
@@ -78,6 +84,11 @@ struct Downstream<K> {
 pub struct ForwarderStats {
     pub retransmitted: u64,
     pub nack_misses: u64,
+    /// NACKed packets not resent: the leg's retransmission budget was spent, or it was resent
+    /// moments ago.
+    pub retransmissions_refused: u64,
+    /// Packets sent again as bandwidth probes.
+    pub probe_packets: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_suppressed: u64,
 }
@@ -142,6 +153,7 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         let wanted = spec.wanted_layer.min(self.layers.len() as u8 - 1);
         self.downstreams.push(Downstream {
             rtx_seq: rand_seq(spec.ssrc),
+            retransmissions: RetransmissionBudget::default(),
             rewriter: SequenceRewriter::new(self.clock_rate),
             selector: SimulcastLayerSelector::new(wanted),
             vp8: Vp8PictureIdRewriter::default(),
@@ -245,6 +257,7 @@ impl<K: Copy + Eq> TrackForwarder<K> {
             } else {
                 packet.payload.clone()
             };
+            d.retransmissions.on_forwarded(payload.len());
             out.push(Forwarded {
                 key: d.spec.key,
                 packet: rtp::packet::Packet {
@@ -346,18 +359,59 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         }
     }
 
-    /// A subscriber NACKed these output sequence numbers: resend what the cache still holds.
+    /// A subscriber NACKed these output sequence numbers: resend what the cache still holds and
+    /// the leg's [`RetransmissionBudget`] allows.
     pub fn on_nack(
         &mut self,
         key: K,
         lost: impl IntoIterator<Item = u16>,
+        now: Instant,
         out: &mut Vec<Forwarded<K>>,
     ) {
+        self.resend(key, lost, now, out, None);
+    }
+
+    /// Sends about `bytes` of probe traffic to one leg: its most recent packets again, on its
+    /// RTX stream (the receiver drops the duplicates; the congestion controller sees the rate).
+    /// Returns the bytes queued; 0 for a leg without RTX.
+    pub fn probe(
+        &mut self,
+        key: K,
+        bytes: usize,
+        now: Instant,
+        out: &mut Vec<Forwarded<K>>,
+    ) -> usize {
+        let Some(last) = self
+            .downstreams
+            .iter()
+            .find(|d| d.spec.key == key && d.spec.rtx.is_some())
+            .and_then(|d| d.rewriter.last_output_seq())
+        else {
+            return 0;
+        };
+        let recent = (0..PROBE_DEPTH).map(|back| last.wrapping_sub(back));
+        self.resend(key, recent, now, out, Some(bytes))
+    }
+
+    /// Resends output packets of one leg: NACKed ones within the leg's budget (`probe: None`),
+    /// or probe copies up to `probe` bytes. Returns the bytes queued.
+    fn resend(
+        &mut self,
+        key: K,
+        seqs: impl IntoIterator<Item = u16>,
+        now: Instant,
+        out: &mut Vec<Forwarded<K>>,
+        probe: Option<usize>,
+    ) -> usize {
         let Some(d) = self.downstreams.iter_mut().find(|d| d.spec.key == key) else {
-            return;
+            return 0;
         };
         let munged = self.layers.len() > 1 && self.media == ForwardedMedia::Video(VideoCodec::Vp8);
-        for out_seq in lost {
+        let mut queued = 0;
+        for out_seq in seqs {
+            if probe.is_some_and(|limit| queued >= limit) {
+                break;
+            }
             let cached = d.rewriter.original_of(out_seq).and_then(|(ssrc, seq)| {
                 self.layers
                     .iter()
@@ -368,6 +422,14 @@ impl<K: Copy + Eq> TrackForwarder<K> {
                 self.stats.nack_misses += 1;
                 continue;
             };
+            if probe.is_none()
+                && !d
+                    .retransmissions
+                    .allow(out_seq, original.payload.len(), now)
+            {
+                self.stats.retransmissions_refused += 1;
+                continue;
+            }
             let ssrc = original.header.ssrc;
             let Some(rewritten) = d.rewriter.retransmission_header(
                 ssrc,
@@ -421,9 +483,15 @@ impl<K: Copy + Eq> TrackForwarder<K> {
                     payload: payload.into(),
                 },
             };
-            self.stats.retransmitted += 1;
+            queued += packet.payload.len() + RTP_HEADER_BYTES;
+            if probe.is_some() {
+                self.stats.probe_packets += 1;
+            } else {
+                self.stats.retransmitted += 1;
+            }
             out.push(Forwarded { key, packet });
         }
+        queued
     }
 }
 
@@ -440,6 +508,7 @@ fn map_payload_type(map: &[(u8, u8)], packet: &rtp::packet::Packet) -> Option<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::retransmission_budget::RESEND_INTERVAL;
 
     fn vp8_packet(ssrc: u32, seq: u16, ts: u32, keyframe: bool) -> rtp::packet::Packet {
         // VP8 payload descriptor: X=0, S=1, PID=0; then the payload header's P bit (0 = key).
@@ -501,13 +570,13 @@ mod tests {
             .nth(1)
             .unwrap();
         let mut resent = Vec::new();
-        f.on_nack(1, [sent_seq], &mut resent);
+        f.on_nack(1, [sent_seq], now, &mut resent);
         assert_eq!(resent.len(), 1);
         assert_eq!(resent[0].packet.header.sequence_number, sent_seq);
         assert_eq!(resent[0].packet.header.ssrc, 1001);
         assert_eq!(f.stats.retransmitted, 1);
         let mut none = Vec::new();
-        f.on_nack(1, [sent_seq.wrapping_add(100)], &mut none);
+        f.on_nack(1, [sent_seq.wrapping_add(100)], now, &mut none);
         assert!(none.is_empty());
         assert_eq!(f.stats.nack_misses, 1);
     }
@@ -520,11 +589,13 @@ mod tests {
         f.on_packet(0, vp8_packet(7, 10, 900, true), now, &mut out, &mut kf);
         let first = out.iter().find(|o| o.key == 2).unwrap().packet.clone();
         let mut resent = Vec::new();
-        f.on_nack(
-            2,
-            [first.header.sequence_number, first.header.sequence_number],
-            &mut resent,
-        );
+        let seq = first.header.sequence_number;
+        f.on_nack(2, [seq], now, &mut resent);
+        // Asked again at once: not resent twice within a resend interval.
+        f.on_nack(2, [seq], now, &mut resent);
+        assert_eq!(resent.len(), 1);
+        assert_eq!(f.stats.retransmissions_refused, 1);
+        f.on_nack(2, [seq], now + RESEND_INTERVAL, &mut resent);
         assert_eq!(resent.len(), 2);
         let rtx = &resent[0].packet;
         assert_eq!(rtx.header.ssrc, 2002);
@@ -538,6 +609,29 @@ mod tests {
         // The RTX stream has its own, consecutive sequence numbers.
         let next = resent[1].packet.header.sequence_number;
         assert_eq!(next, rtx.header.sequence_number.wrapping_add(1));
+    }
+
+    #[test]
+    fn a_probe_resends_recent_packets_on_rtx_only() {
+        let mut f = forwarder();
+        let (mut out, mut kf) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        f.on_packet(0, vp8_packet(7, 10, 900, true), now, &mut out, &mut kf);
+        for seq in 11..40 {
+            f.on_packet(0, vp8_packet(7, seq, 900, false), now, &mut out, &mut kf);
+        }
+        let mut probes = Vec::new();
+        // Leg 1 has no RTX: nothing to probe with.
+        assert_eq!(f.probe(1, 500, now, &mut probes), 0);
+        let queued = f.probe(2, 200, now, &mut probes);
+        assert!(queued >= 200, "{queued}");
+        assert!(
+            probes
+                .iter()
+                .all(|p| p.key == 2 && p.packet.header.ssrc == 2002)
+        );
+        assert_eq!(f.stats.probe_packets as usize, probes.len());
+        assert_eq!(f.stats.retransmitted, 0);
     }
 
     #[test]

@@ -813,6 +813,9 @@ impl Actor for RoomActor {
                 }
                 let mut snapshot = state.snapshot_for(info.role);
                 snapshot.role_note = note;
+                if info.role == Role::Audience && !hidden && !resumed {
+                    snapshot.audience += 1; // counts the joining member too
+                }
                 snapshot.participants.retain(|p| p.id != info.id);
                 if !hidden {
                     if !resumed {

@@ -216,6 +216,10 @@ pub struct Metrics {
     pub dropped_datagrams: Family<DropReason, Counter>,
     /// Arrival of a packet at the socket to its send to one subscriber, in seconds.
     pub forward_latency: Histogram,
+    /// Subscriber sessions' bandwidth estimates (bit/s), sampled at each report to the client.
+    pub bandwidth_estimate: Histogram,
+    /// Simulcast layer changes made by bandwidth allocation.
+    pub layer_changes: Counter,
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
@@ -232,6 +236,11 @@ fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
 
 /// Latency buckets from 1 µs to 1 s, dense where the in-node targets are (30 µs / 200 µs) and
 /// wide enough for a node queueing behind a large fan-out.
+/// Bandwidth-estimate buckets, 100 kbit/s to 50 Mbit/s.
+const ESTIMATE_BUCKETS: [f64; 12] = [
+    1e5, 2e5, 3e5, 5e5, 7.5e5, 1e6, 1.5e6, 2e6, 3e6, 5e6, 1e7, 5e7,
+];
+
 const LATENCY_BUCKETS: [f64; 20] = [
     1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 3e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2,
     1e-1, 2e-1, 5e-1, 1.0,
@@ -252,6 +261,12 @@ impl Metrics {
             "kaskade_forward_latency_seconds",
             "In-node forwarding latency: packet arrival to its send to one subscriber",
             forward_latency.clone(),
+        );
+        let bandwidth_estimate = Histogram::new(ESTIMATE_BUCKETS);
+        r.register(
+            "kaskade_bandwidth_estimate_bits_per_second",
+            "Subscriber sessions' send-side bandwidth estimates, sampled when reported",
+            bandwidth_estimate.clone(),
         );
         Arc::new(Metrics {
             rooms: gauge(&mut r, "kaskade_rooms", "Rooms on this node"),
@@ -304,6 +319,12 @@ impl Metrics {
             ),
             dropped_datagrams,
             forward_latency,
+            bandwidth_estimate,
+            layer_changes: counter(
+                &mut r,
+                "kaskade_layer_changes",
+                "Simulcast layer changes made by subscribers' bandwidth allocation",
+            ),
             relay,
             registry: r,
         })

@@ -13,6 +13,10 @@
   const MAX_NAME_LEN = 64;
   const SOURCES = ['camera', 'microphone', 'screen', 'screen_audio', 'unknown'];
   const LAYERS = ['low', 'medium', 'high'];
+  const ROLES = ['host', 'speaker', 'audience'];
+  const ROLE_LABELS = { host: 'Host', speaker: 'Speaker', audience: 'Audience' };
+  const NOTICE_HIDE_MS = 7000; // informational notices (not errors) disappear after this long
+  const QUALITY_POLL_MS = 1000; // how often tiles' received resolution indicators are refreshed
   const ERROR_HIDE_MS = 6000; // non-fatal error banners disappear after this long
   const ANSWER_TIMEOUT_MS = 15000; // give up waiting for a publish_answer after this long
   const UNKNOWN_TRACK_GRACE_MS = 2000; // wait this long for track_published before showing a video anyway
@@ -65,10 +69,29 @@
     };
   }
 
+  /** A ParticipantInfo from the wire: {id, name, role, handRaisedAt (ms since epoch or null)}. */
   function participantInfo(v) {
     if (!isObj(v) || !okKey(v.id)) return null;
-    return { id: v.id, name: isStr(v.name) ? v.name : '' };
+    const at = v.hand_raised_at;
+    return {
+      id: v.id,
+      name: isStr(v.name) ? v.name : '',
+      role: ROLES.includes(v.role) ? v.role : 'speaker',
+      handRaisedAt: typeof at === 'number' && Number.isFinite(at) ? at : null,
+    };
   }
+
+  /** RoomSettings from the wire. */
+  function roomSettings(v) {
+    return { only_hosts_publish: isObj(v) && v.only_hosts_publish === true };
+  }
+
+  /** A non-negative count from the wire, else 0. */
+  function count(v) {
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.floor(v) : 0;
+  }
+
+  const mayPublish = (role) => role === 'host' || role === 'speaker';
 
   function svgIcon(paths) {
     const ns = 'http://www.w3.org/2000/svg';
@@ -137,11 +160,16 @@
       room: null,
       name: null,
       participantId: null,
-      participants: {}, // participant id -> {id, name}
+      participants: {}, // participant id -> {id, name, role, handRaisedAt}
       tracks: {}, // track id -> TrackInfo {id, participant, kind, source, layers, muted}
       subscribeTracks: {}, // mid -> track id, from the latest subscribe_offer
       published: {}, // mid -> own track id, from the latest publish_answer
       publishedSources: {}, // mid -> source, as sent in the latest publish_offer
+      role: null, // our role as the node granted it: 'host' | 'speaker' | 'audience'
+      settings: { only_hosts_publish: false }, // the room's settings
+      audience: 0, // audience members in the room (from `joined` / `audience_count`)
+      dominantSpeaker: null, // participant id of who speaks now, if anyone
+      receiveQuality: null, // latest `receive_quality`: {estimate_bps, layers: {track id: index}}
     };
   }
 
@@ -157,14 +185,21 @@
    * One call, from Join to Leave (or a fatal error). It survives moves between nodes: the local
    * media, the resume token and the list of other nodes belong here, not to a session.
    */
-  function newCall(room, name, wantMic, wantCam) {
+  function newCall(room, name, wantMic, wantCam, requestedRole) {
     return {
       room,
       name,
       site: siteParam,
       wantMic,
       wantCam,
-      media: null, // Promise<{stream, mic, cam}>, acquired once per call
+      // Sent as `join.role`: 'audience' when the user asked to watch only (and while the node
+      // keeps us in the audience, so a rejoin as a new participant stays there), else none.
+      requestedRole: requestedRole || null,
+      // Promise<{stream, mic, cam}>: acquired at join (or when promoted out of the audience),
+      // released when the node makes us audience; see ensureMedia() / releaseMedia().
+      media: null,
+      mediaGen: 0, // bumped by releaseMedia(): a getUserMedia that resolves later is dropped
+      handRaisedAt: null, // our raised hand as the node knows it (ms since epoch), or null
       resumeToken: '', // from the latest `joined`; sent as `resume` when moving
       alternates: [], // other nodes' WebSocket URLs from the latest `joined`, best first
       ended: false,
@@ -194,6 +229,7 @@
       local: { mic: null, cam: null, screen: null }, // {track, transceiver, muted, stream?}
       sources: new Map(), // publish transceiver -> TrackSource
       mutedSent: {}, // own track id -> last muted value sent
+      pubStarted: false, // startPublishing() ran (until the node closes our publish connection)
       pub: { busy: false, again: false, restart: false, pending: null },
       subQueue: Promise.resolve(),
       tiles: new Map(), // track id -> {el, video, receiver, track, staleUntil, ...}
@@ -223,9 +259,15 @@
     ui.callView.hidden = !inCall;
     ui.roomLabel.hidden = !inCall;
     ui.join.disabled = s === 'joining';
-    ui.join.textContent = s === 'joining' ? 'Joining\u2026' : s === 'left' ? 'Join again' : 'Join';
+    ui.join.textContent = s === 'joining' ? 'Joining\u2026' : s === 'left' || s === 'removed' ? 'Join again' : 'Join';
     if (s === 'joining') ui.joinNote.textContent = '';
     if (s === 'left') ui.joinNote.textContent = 'You left the room.';
+    if (!inCall) {
+      ui.roleLabel.hidden = true;
+      ui.audienceCount.hidden = true;
+      ui.receiveEstimate.hidden = true;
+      hideNotice();
+    }
   }
 
   function setStatus(text) {
@@ -319,10 +361,12 @@
     state.room = room;
     state.name = name;
 
-    const c = (call = newCall(room, name, ui.optMic.checked, ui.optCam.checked));
+    const audience = ui.roleAudience.checked;
+    const c = (call = newCall(room, name, ui.optMic.checked, ui.optCam.checked, audience ? 'audience' : null));
     setState('joining');
     setStatus('Connecting\u2026');
-    c.media = acquireMedia(c);
+    // The audience does not publish: no camera light until a host lets us speak.
+    if (!audience) ensureMedia(c);
     startLink(c, 'join', [wsUrl()]);
   }
 
@@ -331,6 +375,7 @@
     const m = { type: 'join', room: c.room, name: c.name, auto_subscribe: true };
     if (c.resumeToken) m.resume = c.resumeToken;
     if (c.site) m.site = c.site;
+    if (c.requestedRole) m.role = c.requestedRole;
     return m;
   }
 
@@ -623,8 +668,11 @@
     endCall(text);
   }
 
-  /** Ends the call for good: closes everything, stops the camera and microphone, shows `text`. */
-  function endCall(text) {
+  /**
+   * Ends the call for good: closes everything, stops the camera and microphone, shows `text`.
+   * `finalState` is the page state afterwards: 'error' (default) or 'removed' (a host removed us).
+   */
+  function endCall(text, finalState) {
     const c = call;
     if (c) {
       cancelLink(c);
@@ -633,7 +681,7 @@
     if (sess) teardown(sess);
     stopMedia(c);
     delete document.body.dataset.moving;
-    setState('error');
+    setState(finalState || 'error');
     setStatus(text);
     ui.joinNote.textContent = text;
     showError(text, true);
@@ -715,10 +763,28 @@
     ui.localVideo.srcObject = null;
   }
 
+  /** Starts acquiring the call's camera and microphone unless that is under way or done. */
+  function ensureMedia(c) {
+    if (!c.media) c.media = acquireMedia(c);
+    return c.media;
+  }
+
+  /** Stops and forgets the call's camera and microphone (we are in the audience now). */
+  function releaseMedia(c) {
+    if (c) {
+      c.mediaGen += 1;
+      const media = c.media;
+      c.media = null;
+      if (media) media.then((m) => m.stream.getTracks().forEach((t) => t.stop())).catch(() => {});
+    }
+    ui.localVideo.srcObject = null;
+  }
+
   function clearCallUi() {
     ui.tiles.replaceChildren();
     ui.audioSinks.replaceChildren();
     ui.participants.replaceChildren();
+    ui.handQueue.replaceChildren();
     ui.chatLog.replaceChildren();
     ui.participantCount.textContent = '';
     ui.emptyHint.hidden = false;
@@ -781,6 +847,20 @@
         return onTrackMuted(s, m);
       case 'chat':
         return onChat(s, m);
+      case 'participant_updated':
+        return onParticipantUpdated(s, m);
+      case 'audience_count':
+        return onAudienceCount(s, m);
+      case 'room_settings_changed':
+        return onRoomSettingsChanged(s, m);
+      case 'muted_by_host':
+        return onMutedByHost(s, m);
+      case 'publish_closed':
+        return onPublishClosed(s, m);
+      case 'dominant_speaker':
+        return onDominantSpeaker(s, m);
+      case 'receive_quality':
+        return onReceiveQuality(s, m);
       case 'reconnect':
         return onReconnect(s, m);
       case 'error':
@@ -832,6 +912,7 @@
     if (c.reconnects > 0 && c.participantId && c.participantId !== m.participant) {
       console.warn(`kaskade: rejoined as a new participant ${m.participant} (was ${c.participantId})`);
     }
+    if (c.participantId !== m.participant) c.handRaisedAt = null; // a new participant: hand down
     c.participantId = m.participant;
     // What a later move needs: who we are (token) and where else to go.
     c.resumeToken = isStr(m.resume_token) ? m.resume_token : '';
@@ -843,9 +924,16 @@
         if (p) state.participants[p.id] = p;
       }
     }
+    state.role = ROLES.includes(m.role) ? m.role : 'speaker';
+    state.settings = roomSettings(m.settings);
+    state.audience = count(m.audience);
+    state.dominantSpeaker = okKey(m.dominant_speaker) ? m.dominant_speaker : null;
+    // A rejoin as a new participant (resume refused) should not ask for more than we have.
+    c.requestedRole = state.role === 'audience' ? 'audience' : null;
     if (!has(state.participants, state.participantId)) {
       state.participants[state.participantId] = { id: state.participantId, name: state.name };
     }
+    Object.assign(state.participants[state.participantId], { role: state.role, handRaisedAt: c.handRaisedAt });
     if (Array.isArray(m.tracks)) {
       for (const t of m.tracks.map(trackInfo)) {
         if (t) state.tracks[t.id] = t;
@@ -855,15 +943,26 @@
     ui.localAvatar.textContent = initial(state.name);
     setState('joined');
     updateStatus();
-    renderParticipants();
+    renderRoom();
     reconcile(s);
     updateControls();
-    await startPublishing(s);
+    startQualityPolling();
+    if (mayPublish(state.role)) {
+      await startPublishing(s);
+    } else {
+      // Audience: no camera or microphone (the node would refuse them anyway).
+      releaseMedia(c);
+      updateControls();
+    }
   }
 
   function onParticipantJoined(s, m) {
     const p = participantInfo(m.participant);
     if (!p) return;
+    if (p.id === state.participantId) {
+      onOwnUpdate(s, p);
+      return;
+    }
     state.participants[p.id] = p;
     renderParticipants();
     reconcile(s); // tiles may have been waiting for the name
@@ -887,6 +986,7 @@
     for (const a of s.audios.values()) {
       if (a.participantId === id) s.gone.add(a.trackId);
     }
+    if (state.dominantSpeaker === id) state.dominantSpeaker = null;
     renderParticipants();
     reconcile(s);
     updateStatus();
@@ -908,8 +1008,10 @@
     s.gone.add(m.track);
     // A camera unpublished by someone who stays is most likely them moving to another node
     // (they republish at once): keep the last frame until the new track replaces it.
+    // Not when a host moved them to the audience: their video ends for good.
     const tile = s.tiles.get(m.track);
-    if (tile && info && info.source === 'camera' && has(state.participants, info.participant)) {
+    const owner = info && has(state.participants, info.participant) ? state.participants[info.participant] : null;
+    if (tile && info && info.source === 'camera' && owner && owner.role !== 'audience') {
       tile.staleUntil = performance.now() + STALE_TILE_MS;
     }
     renderParticipants();
@@ -928,6 +1030,25 @@
     const message = isStr(m.message) && m.message ? m.message : code;
     const fatal = m.fatal === true;
     console.warn(`kaskade: node error ${code}: ${message}${fatal ? ' (fatal)' : ''}`);
+    if (code === 'removed') {
+      // A host removed us; the node closes the socket. Not a failure to recover from: no move.
+      const c = call;
+      if (c) cancelLink(c);
+      if (!live(s)) return;
+      const said = /^you were removed/i.test(message) ? message.replace(/^y/, 'Y') : `You were removed from the room: ${message}`;
+      const text = `${said}. [removed]`;
+      endCall(text, 'removed');
+      ui.joinNote.textContent = `You were removed from the room ${state.room ? `\u201c${state.room}\u201d` : ''}.`;
+      return;
+    }
+    if (code === 'forbidden') {
+      if (s.pub.pending && /^publish offer refused/.test(message)) {
+        // The node does not let us publish (we are in the audience): drop the publish side.
+        stopPublishing(s);
+      }
+      if (!movingWhy()) showError(`Not allowed: ${message} [${code}]`, false);
+      return;
+    }
     // The node says which SDP it refused; an older node does not, and then an outstanding
     // publish offer is the likelier culprit.
     const aboutSubscribe = code === 'invalid_sdp' && message.startsWith('subscribe answer');
@@ -957,12 +1078,364 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Roles, moderation and the classroom (webinar) mode
+  // ---------------------------------------------------------------------------------------------
+
+  /** `participant_updated`: someone's role or raised hand changed (also sent about ourselves). */
+  function onParticipantUpdated(s, m) {
+    const p = participantInfo(m.participant);
+    if (!p) return;
+    if (p.id === state.participantId) {
+      onOwnUpdate(s, p);
+      return;
+    }
+    state.participants[p.id] = p;
+    if (p.role === 'audience') {
+      // Moved to the audience: its video ended for good (whether the node told us before or
+      // after its `track_unpublished`), so do not keep its last frame.
+      for (const tile of s.tiles.values()) {
+        if (tile.participantId === p.id) tile.staleUntil = 0;
+      }
+    }
+    renderParticipants();
+    reconcile(s); // the stage shows hosts
+    updateStatus();
+  }
+
+  /** Our own role or hand changed: publish when promoted, stop when moved to the audience. */
+  function onOwnUpdate(s, p) {
+    const c = call;
+    const old = state.role;
+    state.role = p.role;
+    if (c) {
+      c.handRaisedAt = p.handRaisedAt;
+      c.requestedRole = p.role === 'audience' ? 'audience' : null;
+    }
+    const self = has(state.participants, p.id) ? state.participants[p.id] : { id: p.id, name: state.name };
+    state.participants[p.id] = Object.assign(self, { role: p.role, handRaisedAt: p.handRaisedAt });
+    if (old !== p.role) {
+      console.info(`kaskade: our role is now ${p.role} (was ${old})`);
+      if (p.role === 'audience') {
+        // The node closes our publish connection too (`publish_closed`); stop at once anyway.
+        if (s.pubStarted || s.publishPc) stopPublishing(s);
+        showNotice('A host moved you to the audience: your camera and microphone are off. Raise your hand to speak again.');
+      } else if (old === 'audience') {
+        showNotice(
+          p.role === 'host'
+            ? 'You are a host now. Your camera and microphone are on.'
+            : 'A host invited you to speak: your camera and microphone are on.',
+        );
+        startPublishing(s).catch((e) => showError(`Publishing failed: ${describe(e)}`, false));
+      } else if (p.role === 'host') {
+        showNotice('You are a host now: you can manage the room in the side panel.');
+      } else if (old === 'host') {
+        showNotice('You are no longer a host.');
+      }
+    }
+    renderRoom();
+    reconcile(s);
+    updateControls();
+    updateStatus();
+  }
+
+  function onAudienceCount(s, m) {
+    state.audience = count(m.count);
+    renderRoom();
+  }
+
+  function onRoomSettingsChanged(s, m) {
+    const was = state.settings.only_hosts_publish;
+    state.settings = roomSettings(m.settings);
+    const now = state.settings.only_hosts_publish;
+    if (was !== now && state.role !== 'host') {
+      showNotice(now ? 'Classroom mode is on: only hosts (and whom they invite) speak.' : 'Classroom mode is off.');
+    }
+    renderRoom();
+    reconcile(s);
+  }
+
+  /** A host muted one of our tracks: the node stops forwarding it until we unmute ourselves. */
+  function onMutedByHost(s, m) {
+    if (!okKey(m.track)) return;
+    const what = [];
+    for (const [k, label] of [['mic', 'microphone'], ['cam', 'camera'], ['screen', 'screen share']]) {
+      const l = s.local[k];
+      if (l && ownTrackId(l) === m.track) {
+        l.muted = true;
+        l.track.enabled = false;
+        s.mutedSent[m.track] = true; // the node knows: our unmute must be sent
+        what.push(label);
+      }
+    }
+    if (has(state.tracks, m.track)) state.tracks[m.track].muted = true;
+    const by = okKey(m.by) ? participantName(m.by) : 'A host';
+    showNotice(`${by} muted your ${what.join(' and ') || 'track'}. Unmute yourself when you want to speak.`);
+    updateControls();
+    renderParticipants();
+  }
+
+  /** The node closed our publish connection (we are in the audience now). */
+  function onPublishClosed(s, m) {
+    const reason = isStr(m.reason) && m.reason ? m.reason : 'you are in the audience now';
+    console.info(`kaskade: publish connection closed by the node: ${reason}`);
+    stopPublishing(s);
+  }
+
+  function onDominantSpeaker(s, m) {
+    state.dominantSpeaker = okKey(m.participant) ? m.participant : null;
+    for (const li of ui.participants.children) {
+      li.dataset.speaking = li.dataset.participantId === state.dominantSpeaker ? 'true' : 'false';
+    }
+    for (const tile of s.tiles.values()) refreshTile(tile);
+    refreshLocalSpeaking();
+  }
+
+  function onReceiveQuality(s, m) {
+    const layers = {};
+    if (isObj(m.layers)) {
+      for (const k of Object.keys(m.layers)) {
+        const v = m.layers[k];
+        if (okKey(k) && typeof v === 'number' && Number.isInteger(v) && v >= 0) layers[k] = v;
+      }
+    }
+    const estimate = typeof m.estimate_bps === 'number' && Number.isFinite(m.estimate_bps) ? m.estimate_bps : 0;
+    state.receiveQuality = { estimate_bps: estimate, layers, at: Date.now() };
+    renderRoom();
+    for (const tile of s.tiles.values()) renderTileQuality(tile);
+  }
+
+  function refreshLocalSpeaking() {
+    const me = state.participantId;
+    ui.localPreview.classList.toggle('speaking', !!me && state.dominantSpeaker === me);
+  }
+
+  /** "1.2 Mbit/s" / "350 kbit/s". */
+  function bitrate(bps) {
+    if (bps >= 1e6) return `${(bps / 1e6).toFixed(1)} Mbit/s`;
+    return `${Math.round(bps / 1e3)} kbit/s`;
+  }
+
+  /** Everything that depends on our role, the room's settings and the audience count. */
+  function renderRoom() {
+    const role = state.role;
+    const joined = lastState === 'joined';
+    const classroom = state.settings.only_hosts_publish;
+    document.body.dataset.role = role || '';
+    ui.callView.dataset.classroom = classroom ? 'true' : 'false';
+    ui.roleLabel.hidden = !joined || !role;
+    ui.roleLabel.textContent = role ? ROLE_LABELS[role] : '';
+    ui.roleLabel.dataset.role = role || '';
+    const n = state.audience;
+    ui.audienceCount.hidden = !joined || (!classroom && n === 0);
+    ui.audienceCount.textContent = `\u{1F465} ${n} in the audience`;
+    ui.audienceCount.dataset.count = String(n);
+    const q = state.receiveQuality;
+    ui.receiveEstimate.hidden = !joined || !q || !q.estimate_bps;
+    if (q && q.estimate_bps) {
+      ui.receiveEstimate.textContent = `\u2193 ${bitrate(q.estimate_bps)}`;
+      ui.receiveEstimate.title = `The node's estimate of the bandwidth it can send you: ${bitrate(q.estimate_bps)}`;
+      ui.receiveEstimate.dataset.bps = String(q.estimate_bps);
+    }
+    const host = role === 'host';
+    ui.hostPanel.hidden = !joined || !host;
+    ui.onlyHostsPublish.checked = classroom;
+    ui.classroomHint.hidden = !(joined && role === 'audience');
+    ui.classroomHint.textContent =
+      call && call.handRaisedAt !== null
+        ? 'Your hand is raised: a host will let you speak.'
+        : 'You are in the audience. Raise your hand to ask to speak.';
+    renderParticipants();
+    refreshLocalSpeaking();
+  }
+
+  /** Hosts: audience members with a raised hand, longest waiting first. */
+  function renderHandQueue() {
+    const hands = Object.values(state.participants)
+      .filter((p) => p.id !== state.participantId && p.role === 'audience' && p.handRaisedAt !== null)
+      .sort((a, b) => a.handRaisedAt - b.handRaisedAt);
+    const previous = new Map();
+    for (const li of ui.handQueue.children) previous.set(li.dataset.handId, li);
+    const items = hands.map((p) => {
+      const sig = JSON.stringify([p.name, p.handRaisedAt]);
+      const old = previous.get(p.id);
+      if (old && old.dataset.sig === sig) return old;
+      const li = document.createElement('li');
+      li.dataset.handId = p.id;
+      li.dataset.sig = sig;
+      const name = document.createElement('span');
+      name.className = 'participant-name';
+      name.textContent = `\u270B ${p.name || 'Guest'}`;
+      const since = document.createElement('time');
+      since.className = 'hand-time';
+      const d = new Date(p.handRaisedAt);
+      since.dateTime = d.toISOString();
+      since.textContent = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+      const speak = actionButton('Let speak', 'speaker', p.id, 'primary');
+      speak.classList.add('let-speak');
+      li.append(name, since, speak);
+      return li;
+    });
+    replaceList(ui.handQueue, items);
+    ui.handCount.textContent = hands.length ? String(hands.length) : '';
+    ui.handEmpty.hidden = hands.length > 0;
+  }
+
+  function actionButton(label, action, participant, kind) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = `btn tiny${kind ? ` ${kind}` : ''}`;
+    b.textContent = label;
+    b.dataset.action = action;
+    b.dataset.participant = participant;
+    return b;
+  }
+
+  /** The moderation buttons a host sees next to another participant. */
+  function moderationButtons(p) {
+    const out = [];
+    if (p.role === 'audience') out.push(actionButton('Make speaker', 'speaker', p.id, 'primary'));
+    if (p.role === 'speaker') out.push(actionButton('Move to audience', 'audience', p.id));
+    if (p.role === 'host') out.push(actionButton('Make speaker', 'speaker', p.id));
+    if (p.role !== 'host') out.push(actionButton('Make host', 'host', p.id));
+    if (p.role !== 'audience') out.push(actionButton('Mute', 'mute', p.id));
+    out.push(actionButton('Remove', 'remove', p.id, 'danger'));
+    return out;
+  }
+
+  /** A click on a moderation button (participant list or hand queue). */
+  function onModerationClick(ev) {
+    const b = ev.target.closest('button[data-action]');
+    if (!b || b.disabled) return;
+    const s = sess;
+    const id = b.dataset.participant;
+    if (!live(s) || !s.joined || !okKey(id)) return;
+    if (state.role !== 'host') {
+      showError('Only hosts can do this.', false);
+      return;
+    }
+    const action = b.dataset.action;
+    let msg = null;
+    if (ROLES.includes(action)) msg = { type: 'set_role', participant: id, role: action };
+    else if (action === 'mute') msg = { type: 'mute_participant', participant: id, kind: 'audio' };
+    else if (action === 'remove') msg = { type: 'remove_participant', participant: id };
+    if (msg && send(s, msg)) {
+      // The node's update re-renders the entry; if it refused (see the banner), allow a retry.
+      b.disabled = true;
+      setTimeout(() => {
+        b.disabled = false;
+      }, 3000);
+    }
+  }
+
+  function toggleHand() {
+    const s = sess;
+    const c = call;
+    if (!live(s) || !s.joined || !c) return;
+    const raised = c.handRaisedAt === null;
+    if (!send(s, { type: 'raise_hand', raised })) return;
+    // Shown at once; the node's `participant_updated` about us confirms it.
+    c.handRaisedAt = raised ? Date.now() : null;
+    if (has(state.participants, state.participantId)) state.participants[state.participantId].handRaisedAt = c.handRaisedAt;
+    renderRoom();
+    updateControls();
+  }
+
+  function setOnlyHostsPublish() {
+    const s = sess;
+    const on = ui.onlyHostsPublish.checked;
+    if (!live(s) || !s.joined || !send(s, { type: 'set_room_settings', settings: { only_hosts_publish: on } })) {
+      ui.onlyHostsPublish.checked = state.settings.only_hosts_publish;
+    }
+    // The node answers everyone (us included) with `room_settings_changed`.
+  }
+
+  function muteAll() {
+    const s = sess;
+    if (!live(s) || !s.joined) return;
+    send(s, { type: 'mute_participant', kind: 'audio' });
+    showNotice('Everyone but the hosts was muted. They can unmute themselves.');
+  }
+
+  let noticeTimer = null;
+
+  /** An informational message (not an error) shown for a few seconds. */
+  function showNotice(text) {
+    ui.notice.textContent = text;
+    ui.notice.hidden = false;
+    if (noticeTimer) clearTimeout(noticeTimer);
+    noticeTimer = setTimeout(() => {
+      ui.notice.hidden = true;
+      noticeTimer = null;
+    }, NOTICE_HIDE_MS);
+  }
+
+  function hideNotice() {
+    if (noticeTimer) clearTimeout(noticeTimer);
+    noticeTimer = null;
+    if (ui.notice) ui.notice.hidden = true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Received quality per tile (resolution from getStats, layer from `receive_quality`)
+  // ---------------------------------------------------------------------------------------------
+
+  let qualityTimer = null;
+
+  function startQualityPolling() {
+    if (qualityTimer) return;
+    qualityTimer = setInterval(() => {
+      const s = sess;
+      if (!live(s) || !s.joined) return;
+      pollQuality(s).catch(() => {});
+    }, QUALITY_POLL_MS);
+  }
+
+  async function pollQuality(s) {
+    for (const tile of Array.from(s.tiles.values())) {
+      const row = { packetsReceived: 0, framesDecoded: 0, frameWidth: 0, frameHeight: 0 };
+      try {
+        if (tile.receiver) sumInbound(await tile.receiver.getStats(), 'video', row);
+      } catch (_) {
+        /* receiver gone */
+      }
+      if (!row.frameWidth && tile.video.videoWidth) {
+        row.frameWidth = tile.video.videoWidth;
+        row.frameHeight = tile.video.videoHeight;
+      }
+      tile.size = row.frameWidth ? { width: row.frameWidth, height: row.frameHeight } : null;
+      renderTileQuality(tile);
+    }
+  }
+
+  /** The simulcast layer the node forwards for a track, as {index, rid}, or null. */
+  function forwardedLayer(trackId) {
+    const q = state.receiveQuality;
+    if (!q || !has(q.layers, trackId)) return null;
+    const index = q.layers[trackId];
+    const info = has(state.tracks, trackId) ? state.tracks[trackId] : null;
+    const rid = info && info.layers[index] ? info.layers[index] : null;
+    return { index, rid };
+  }
+
+  function renderTileQuality(tile) {
+    const parts = [];
+    if (tile.size) parts.push(`${tile.size.width}\u00d7${tile.size.height}`);
+    const layer = forwardedLayer(tile.trackId);
+    if (layer) parts.push(`layer ${layer.rid || layer.index}`);
+    tile.quality.textContent = parts.join(' \u00b7 ');
+    tile.quality.hidden = parts.length === 0;
+    tile.el.dataset.resolution = tile.size ? `${tile.size.width}x${tile.size.height}` : '';
+    tile.el.dataset.layer = layer ? String(layer.index) : '';
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Local media and the publish connection
   // ---------------------------------------------------------------------------------------------
 
   /** getUserMedia for what the user asked for; never rejects (falls back to less, reports why). */
   async function acquireMedia(c) {
     const result = { stream: new MediaStream(), mic: null, cam: null };
+    const gen = c.mediaGen;
     if (!c.wantMic && !c.wantCam) return result;
     const md = navigator.mediaDevices;
     if (!md || !md.getUserMedia) {
@@ -987,7 +1460,8 @@
         lastErr = e;
       }
     }
-    if (c.ended || call !== c) {
+    if (c.ended || call !== c || c.mediaGen !== gen) {
+      // The call ended, or the node made us audience while the browser was asking.
       result.stream.getTracks().forEach((t) => t.stop());
       return result;
     }
@@ -1014,7 +1488,7 @@
     pc.oniceconnectionstatechange = () => {
       if (!live(s)) return;
       updateStatus();
-      if (pc.iceConnectionState === 'failed') negotiatePublish(s, true);
+      if (pc.iceConnectionState === 'failed' && s.publishPc === pc) negotiatePublish(s, true);
     };
     return pc;
   }
@@ -1032,12 +1506,34 @@
     });
   }
 
-  async function startPublishing(s) {
-    const media = await call.media;
-    if (!live(s)) return;
+  /**
+   * Creates the publish connection and publishes the call's microphone and camera (acquiring
+   * them first if needed: after a promotion out of the audience). Once per session until the
+   * node closes our publish connection (stopPublishing()). `force` skips the role check (the
+   * `kaskade.publish()` test hook: the node must refuse an audience member itself).
+   */
+  async function startPublishing(s, force) {
+    const c = call;
+    if (!live(s) || !c || s.pubStarted) return;
+    s.pubStarted = true;
+    const gen = c.mediaGen;
+    const pending = s.inherited && c.media === null ? null : ensureMedia(c);
+    const media = pending ? await pending : { stream: new MediaStream(), mic: null, cam: null };
+    if (!live(s) || !s.pubStarted || s.publishPc) return;
+    if (c.mediaGen !== gen || (!force && !mayPublish(state.role))) {
+      // Moved to the audience while the camera was starting.
+      s.pubStarted = false;
+      releaseMedia(c);
+      updateControls();
+      return;
+    }
     if (!s.inherited) {
       s.local.mic = media.mic ? { track: media.mic, transceiver: null, muted: false } : null;
       s.local.cam = media.cam ? { track: media.cam, transceiver: null, muted: false } : null;
+    }
+    if (s.local.cam && !ui.localVideo.srcObject) {
+      ui.localVideo.srcObject = new MediaStream([s.local.cam.track]);
+      ui.localVideo.play().catch(() => {});
     }
     // After a move the same tracks (and mute states) are published again on the new node.
     const pc = createPublishPc(s);
@@ -1069,6 +1565,49 @@
     if (pc.getTransceivers().length > 0) await negotiatePublish(s);
   }
 
+  /**
+   * Ends publishing: the node made us audience (`publish_closed`, or our role changed) or refused
+   * our offer as `forbidden`. Closes the publish connection, stops camera, microphone and screen;
+   * a later promotion publishes again on a new connection. Idempotent.
+   */
+  function stopPublishing(s) {
+    s.pubStarted = false;
+    s.pub.again = false;
+    s.pub.restart = false;
+    if (s.pub.pending) {
+      const p = s.pub.pending;
+      s.pub.pending = null;
+      clearTimeout(p.timer);
+      const e = new Error('publishing stopped');
+      e.quiet = true;
+      p.reject(e);
+    }
+    const pc = s.publishPc;
+    s.publishPc = null;
+    if (pc) {
+      try {
+        pc.close();
+      } catch (_) {
+        /* already closed */
+      }
+    }
+    for (const k of ['mic', 'cam', 'screen']) {
+      const l = s.local[k];
+      if (l && l.track) l.track.stop();
+      s.local[k] = null;
+    }
+    s.inherited = false;
+    s.sources = new Map();
+    s.mutedSent = {};
+    for (const id of Object.values(state.published)) delete state.tracks[id];
+    state.published = {};
+    state.publishedSources = {};
+    releaseMedia(call);
+    updateControls();
+    updateStatus();
+    renderParticipants();
+  }
+
   /** Publishes a screen track on the session's publish connection (no simulcast). */
   function addScreenTransceiver(s, l) {
     const tr = s.publishPc.addTransceiver(l.track, { direction: 'sendonly', streams: [l.stream] });
@@ -1097,7 +1636,8 @@
         try {
           await publishOnce(s);
         } catch (e) {
-          if (live(s)) {
+          // Not when publishing was stopped on purpose (we are in the audience now).
+          if (live(s) && s.publishPc && !(e && e.quiet)) {
             console.error('kaskade: publishing failed', e);
             showError(`Publishing failed: ${describe(e)}`, false);
           }
@@ -1112,12 +1652,14 @@
     const pc = s.publishPc;
     if (!live(s) || !pc || pc.signalingState === 'closed') return;
     if (pc.getTransceivers().length === 0) return;
+    // stopPublishing() may close the connection while we wait.
+    const current = () => live(s) && s.publishPc === pc;
     const iceRestart = s.pub.restart;
     s.pub.restart = false;
     const offer = await pc.createOffer(iceRestart ? { iceRestart: true } : undefined);
-    if (!live(s)) return;
+    if (!current()) return;
     await pc.setLocalDescription(offer);
-    if (!live(s)) return;
+    if (!current()) return;
 
     const sources = {};
     for (const t of pc.getTransceivers()) {
@@ -1148,7 +1690,7 @@
       }
       throw e;
     }
-    if (!live(s)) return;
+    if (!current()) return;
     await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
     state.published = midMap(msg.tracks);
     for (const [mid, id] of Object.entries(state.published)) {
@@ -1299,6 +1841,19 @@
 
     ui.localPreview.dataset.camera = cam && !cam.muted ? 'on' : 'off';
     ui.localMicOff.hidden = !(mic && mic.muted);
+
+    // The audience has no publish controls, only a hand to raise; they come back on promotion.
+    const audience = state.role === 'audience';
+    ui.muteMic.hidden = audience;
+    ui.toggleCam.hidden = audience;
+    ui.shareScreen.hidden = audience;
+    ui.localPreview.hidden = audience;
+    ui.raiseHand.hidden = !audience;
+    const raised = !!(call && call.handRaisedAt !== null);
+    ui.raiseHand.disabled = !live(s) || !s.joined;
+    ui.raiseHand.setAttribute('aria-pressed', raised ? 'true' : 'false');
+    ui.raiseHand.classList.toggle('active', raised);
+    ui.raiseHand.querySelector('.label').textContent = raised ? 'Lower hand' : 'Raise hand';
   }
 
   /** Marks a mute-style button as "off" (red) and sets its label. */
@@ -1559,7 +2114,13 @@
     });
     layer.addEventListener('click', (ev) => ev.stopPropagation());
 
-    el.append(video, placeholder, footer, layer);
+    // Received resolution (getStats) and forwarded simulcast layer (`receive_quality`).
+    const quality = document.createElement('span');
+    quality.className = 'tile-quality';
+    quality.title = 'Received resolution and layer';
+    quality.hidden = true;
+
+    el.append(video, placeholder, footer, quality, layer);
     el.addEventListener('click', () => el.classList.toggle('focused'));
     return {
       el,
@@ -1569,6 +2130,8 @@
       name,
       mic,
       layer,
+      quality,
+      size: null, // {width, height} last decoded, from pollQuality()
       trackId: entry.trackId,
       track: null,
       receiver: null,
@@ -1598,6 +2161,15 @@
     tile.el.dataset.audioMuted = audioOff ? 'true' : 'false';
     tile.mic.hidden = !audioOff;
     tile.layer.hidden = !(info && info.layers && info.layers.length > 1);
+    // Classroom: hosts' cameras and screen shares go on the stage, the others form a strip.
+    const owner = pid && has(state.participants, pid) ? state.participants[pid] : null;
+    const role = owner && owner.role ? owner.role : '';
+    tile.el.dataset.role = role;
+    tile.el.dataset.stage = state.settings.only_hosts_publish && (source === 'screen' || role === 'host') ? 'true' : 'false';
+    const speaking = !!pid && pid === state.dominantSpeaker && source === 'camera';
+    tile.el.dataset.speaking = speaking ? 'true' : 'false';
+    tile.el.classList.toggle('speaking', speaking);
+    renderTileQuality(tile);
   }
 
   function removeTileEl(tile) {
@@ -1654,16 +2226,39 @@
   // Participants and chat
   // ---------------------------------------------------------------------------------------------
 
+  /**
+   * The participant list. An entry whose content did not change is kept as it is (not rebuilt),
+   * so a host's click on its buttons is not lost to a re-render (the dominant speaker changes
+   * several times a second; that only flips `data-speaking`).
+   */
   function renderParticipants() {
     const s = sess;
     const ids = Object.keys(state.participants);
     const self = state.participantId;
-    ids.sort((a, b) => (a === self ? -1 : b === self ? 1 : 0));
+    const rank = (id) => (id === self ? -1 : ROLES.indexOf(state.participants[id].role || 'speaker'));
+    ids.sort((a, b) => rank(a) - rank(b));
+    const moderator = state.role === 'host';
+    const previous = new Map();
+    for (const li of ui.participants.children) previous.set(li.dataset.participantId, li);
     const items = [];
     for (const id of ids) {
       const p = state.participants[id];
+      const sharing = Object.values(state.tracks).some((t) => t.participant === id && t.source === 'screen');
+      const muted = id === self ? !!(s && s.local.mic && s.local.mic.muted) : micMuted(id);
+      const hand = p.handRaisedAt !== null && p.handRaisedAt !== undefined;
+      const sig = JSON.stringify([p.name, p.role, hand, sharing, muted, moderator, id === self]);
+      const speaking = id === state.dominantSpeaker ? 'true' : 'false';
+      const old = previous.get(id);
+      if (old && old.dataset.sig === sig) {
+        old.dataset.speaking = speaking;
+        items.push(old);
+        continue;
+      }
       const li = document.createElement('li');
       li.dataset.participantId = id;
+      li.dataset.sig = sig;
+      li.dataset.role = p.role || 'speaker';
+      li.dataset.speaking = speaking;
       const avatar = document.createElement('span');
       avatar.className = 'avatar small';
       avatar.textContent = initial(p.name);
@@ -1677,14 +2272,26 @@
         you.textContent = 'you';
         li.appendChild(you);
       }
-      const sharing = Object.values(state.tracks).some((t) => t.participant === id && t.source === 'screen');
+      if (p.role === 'host' || p.role === 'audience') {
+        const tag = document.createElement('span');
+        tag.className = `tag role-${p.role}`;
+        tag.textContent = p.role;
+        li.appendChild(tag);
+      }
+      if (hand) {
+        const h = document.createElement('span');
+        h.className = 'hand';
+        h.title = 'Hand raised';
+        h.textContent = '\u270B';
+        li.appendChild(h);
+        li.dataset.hand = 'true';
+      }
       if (sharing) {
         const tag = document.createElement('span');
         tag.className = 'tag accent';
         tag.textContent = 'sharing';
         li.appendChild(tag);
       }
-      const muted = id === self ? !!(s && s.local.mic && s.local.mic.muted) : micMuted(id);
       if (muted) {
         const m = document.createElement('span');
         m.className = 'participant-muted';
@@ -1693,10 +2300,24 @@
         li.appendChild(m);
         li.dataset.muted = 'true';
       }
+      if (moderator && id !== self) {
+        const actions = document.createElement('div');
+        actions.className = 'participant-actions';
+        actions.append(...moderationButtons(p));
+        li.appendChild(actions);
+      }
       items.push(li);
     }
-    ui.participants.replaceChildren(...items);
+    replaceList(ui.participants, items);
     ui.participantCount.textContent = ids.length ? String(ids.length) : '';
+    renderHandQueue();
+  }
+
+  /** Sets a list's children unless they are already exactly `items` (no needless DOM moves). */
+  function replaceList(list, items) {
+    const now = list.children;
+    if (now.length === items.length && items.every((el, i) => now[i] === el)) return;
+    list.replaceChildren(...items);
   }
 
   function appendChat(fromId, name, text, ts) {
@@ -1800,6 +2421,11 @@
         frameWidth: 0,
         frameHeight: 0,
         packetsReceived: 0,
+        // The tile's indicators: forwarded layer index (`receive_quality`) and its text.
+        layer: forwardedLayer(tile.trackId)?.index ?? null,
+        quality: tile.quality.textContent,
+        speaking: tile.el.dataset.speaking === 'true',
+        stage: tile.el.dataset.stage === 'true',
       };
       try {
         if (tile.receiver) sumInbound(await tile.receiver.getStats(), 'video', row);
@@ -1864,6 +2490,55 @@
     get status() {
       return lastState;
     },
+    /** Our role ('host' | 'speaker' | 'audience'), the room's settings, the audience count. */
+    get role() {
+      return state.role;
+    },
+    get settings() {
+      return Object.assign({}, state.settings);
+    },
+    get audience() {
+      return state.audience;
+    },
+    get dominantSpeaker() {
+      return state.dominantSpeaker;
+    },
+    get receiveQuality() {
+      return state.receiveQuality;
+    },
+    get handRaised() {
+      return !!(call && call.handRaisedAt !== null);
+    },
+    /** Own published track ids by source (from the latest publish_answer). */
+    get publishedTracks() {
+      const out = {};
+      for (const [mid, id] of Object.entries(state.published)) out[id] = state.publishedSources[mid] || 'unknown';
+      return out;
+    },
+    /** Local camera/microphone/screen tracks that are still live (should be none in the audience). */
+    liveLocalTracks() {
+      const s = sess;
+      const out = [];
+      if (s) {
+        for (const k of ['mic', 'cam', 'screen']) {
+          const l = s.local[k];
+          if (l && l.track && l.track.readyState === 'live') out.push(k);
+        }
+      }
+      const v = ui.localVideo.srcObject;
+      if (v) for (const t of v.getTracks()) if (t.readyState === 'live') out.push(`preview-${t.kind}`);
+      return out;
+    },
+    /**
+     * Publishes camera and microphone whatever our role (the page itself offers no way to as
+     * audience): the node must refuse an audience member with `forbidden`. For tests.
+     */
+    publish() {
+      const s = sess;
+      if (!live(s) || !s.joined || s.pubStarted) return false;
+      startPublishing(s, true).catch((e) => console.warn('kaskade: forced publish failed', e));
+      return true;
+    },
     stats,
     setLayer,
     join: () => join(),
@@ -1904,6 +2579,20 @@
     ui.roomLabel = $('#room-label');
     ui.errorBanner = $('#error-banner');
     ui.enableAudio = $('#enable-audio');
+    ui.notice = $('#notice');
+    ui.roleParticipant = $('#role-participant');
+    ui.roleAudience = $('#role-audience');
+    ui.roleLabel = $('#role-label');
+    ui.audienceCount = $('#audience-count');
+    ui.receiveEstimate = $('#receive-estimate');
+    ui.raiseHand = $('#raise-hand');
+    ui.classroomHint = $('#classroom-hint');
+    ui.hostPanel = $('#host-panel');
+    ui.onlyHostsPublish = $('#only-hosts-publish');
+    ui.muteAll = $('#mute-all');
+    ui.handQueue = $('#hand-queue');
+    ui.handCount = $('#hand-count');
+    ui.handEmpty = $('#hand-empty');
 
     ui.joinForm.addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -1920,6 +2609,12 @@
       sendChat();
     });
     ui.errorBanner.addEventListener('click', hideError);
+    ui.notice.addEventListener('click', hideNotice);
+    ui.raiseHand.addEventListener('click', toggleHand);
+    ui.onlyHostsPublish.addEventListener('change', setOnlyHostsPublish);
+    ui.muteAll.addEventListener('click', muteAll);
+    ui.participants.addEventListener('click', onModerationClick);
+    ui.handQueue.addEventListener('click', onModerationClick);
     ui.enableAudio.addEventListener('click', enableAudio);
     window.addEventListener('pagehide', () => {
       if (live(sess)) {
@@ -1935,6 +2630,9 @@
     if (name !== null) ui.name.value = name.slice(0, MAX_NAME_LEN * 2);
     if (params.get('nocam') === '1') ui.optCam.checked = false;
     if (params.get('nomic') === '1') ui.optMic.checked = false;
+    const role = params.get('role');
+    if (role === 'audience') ui.roleAudience.checked = true;
+    else if (role === 'participant' || role === 'speaker' || role === 'host') ui.roleParticipant.checked = true;
     const site = params.get('site');
     if (site && site.length <= 64 && !site.includes('/')) siteParam = site;
 

@@ -1,13 +1,69 @@
 //! Owns: what the headless-Chromium tests share — checking the machine has Chromium, Node.js and
 //! namespace tooling (or saying what is missing), installing Playwright's driver on demand,
-//! running a closure inside a test network namespace (to reach nodes that listen there), and the
-//! assertions on the two-page scenario's result.
+//! running a closure inside a test network namespace (to reach nodes that listen there), starting
+//! a scenario script of tests/browser in a namespace and reading its result, and the assertions
+//! on the two-page scenario's result.
 
 use crate::clients::num;
 use crate::netns::NetNs;
+use crate::proc::Spawned;
+use crate::{artifacts_dir, tests_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+/// Starts `node tests/browser/{script} {args…} --artifacts DIR --chromium PATH` inside `ns`.
+pub fn start_scenario(
+    ns: &NetNs,
+    node_js: &Path,
+    chromium: &Path,
+    script: &str,
+    args: &[&str],
+) -> Spawned {
+    let browser_dir = tests_dir().join("browser");
+    let mut cmd = Command::new(node_js);
+    cmd.arg(browser_dir.join(script))
+        .args(args)
+        .arg("--artifacts")
+        .arg(artifacts_dir())
+        .arg("--chromium")
+        .arg(chromium)
+        .current_dir(&browser_dir);
+    let mut spawned =
+        Spawned::spawn(script, ns.wrap(&cmd)).unwrap_or_else(|e| panic!("start {script}: {e}"));
+    spawned.grace = Duration::from_secs(10);
+    spawned
+}
+
+/// Runs a scenario script to its end and returns its `result` line; panics with the script's
+/// (and `more`'s) diagnostics unless the result says ok and the script exited cleanly.
+pub fn run_scenario(
+    ns: &NetNs,
+    node_js: &Path,
+    chromium: &Path,
+    script: &str,
+    args: &[&str],
+    timeout: Duration,
+    more: &str,
+) -> Value {
+    let mut spawned = start_scenario(ns, node_js, chromium, script, args);
+    let status = spawned
+        .wait_exit(timeout)
+        .unwrap_or_else(|e| panic!("{script} did not end: {e}\n{}", spawned.diagnostics()));
+    let result = spawned
+        .events("result")
+        .pop()
+        .unwrap_or_else(|| panic!("{script} printed no result\n{}", spawned.diagnostics()));
+    assert!(
+        result["ok"] == true && status.success(),
+        "{script} failed at stage {}: {}\nfull result: {result}\n{}\n{more}",
+        result["stage"],
+        result["reason"],
+        spawned.diagnostics()
+    );
+    result
+}
 
 /// The first `program` on PATH.
 pub fn find_in_path(program: &str) -> Option<PathBuf> {

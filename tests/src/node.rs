@@ -69,10 +69,20 @@ impl NodeProcess {
         http: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_addrs(netns, bin, http, "127.0.0.1:0", extra)
+    }
+
+    /// Same, with media (`--rtc`, also the ICE candidate) on `rtc`.
+    pub fn start_with_addrs(
+        netns: Option<&NetNs>,
+        bin: &Path,
+        http: &str,
+        rtc: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(bin.exists(), "node binary {} does not exist", bin.display());
         let mut cmd = Command::new(bin);
-        cmd.args(["node", "--http", http, "--rtc", "127.0.0.1:0"])
-            .args(extra);
+        cmd.args(["node", "--http", http, "--rtc", rtc]).args(extra);
         if std::env::var_os("KASKADE_LOG").is_none() {
             cmd.env("KASKADE_LOG", "info");
         }

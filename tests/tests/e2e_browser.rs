@@ -7,12 +7,9 @@
 //! here when tests/browser/node_modules is missing (.ci/run should do it up front).
 
 use kaskade_tests::browser::{
-    assert_two_pages_scenario, ensure_playwright, preflight, skip_requested,
+    assert_two_pages_scenario, ensure_playwright, preflight, run_scenario, skip_requested,
 };
-use kaskade_tests::{
-    NetNs, NodeProcess, Spawned, artifacts_dir, heavy_test_lock, node_bin, tests_dir,
-};
-use std::process::Command;
+use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, node_bin, tests_dir};
 use std::time::Duration;
 
 #[test]
@@ -31,34 +28,17 @@ fn two_browsers_see_each_other_chat_and_share_a_screen() {
     let node =
         NodeProcess::start_in(Some(&ns), node_bin!(), &[]).expect("node starts in the namespace");
     let room = "browser-room";
-    let mut cmd = Command::new(node_js);
-    cmd.arg(browser_dir.join("two_pages.mjs"))
-        .args(["--url", &node.url, "--room", room, "--timeout", "150"])
-        .arg("--artifacts")
-        .arg(artifacts_dir())
-        .arg("--chromium")
-        .arg(&chromium)
-        .current_dir(&browser_dir);
-    let mut script = Spawned::spawn("two_pages.mjs", ns.wrap(&cmd)).expect("start two_pages.mjs");
-    script.grace = Duration::from_secs(10);
-    let status = script
-        .wait_exit(Duration::from_secs(200))
-        .expect("two_pages.mjs ends");
-    let result = script
-        .events("result")
-        .pop()
-        .unwrap_or_else(|| panic!("two_pages.mjs printed no result\n{}", script.diagnostics()));
-    assert!(
-        result["ok"] == true && status.success(),
-        "browser scenario failed at stage {}: {}\nfull result: {result}\n{}",
-        result["stage"],
-        result["reason"],
-        script.diagnostics()
+    let result = run_scenario(
+        &ns,
+        &node_js,
+        &chromium,
+        "two_pages.mjs",
+        &["--url", &node.url, "--room", room, "--timeout", "150"],
+        Duration::from_secs(200),
+        &node.proc.diagnostics(),
     );
-
     eprintln!("browser scenario result: {result}");
     assert_two_pages_scenario(&result);
-    drop(script);
     drop(node);
     drop(ns);
 }

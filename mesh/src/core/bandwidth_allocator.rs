@@ -53,9 +53,10 @@ pub const UP_FACTOR_PERCENT: u64 = 120;
 pub const UP_HOLD: Duration = Duration::from_millis(1500);
 /// Upgrades blocked after the first failure: a little over one hold time.
 pub const UPGRADE_BACKOFF_INITIAL: Duration = Duration::from_secs(2);
-/// Longest upgrade block (2, 4, 8, 16 s): a link that keeps failing is retried a few times a
-/// minute, each retry costing a keyframe and a brief overshoot.
-pub const UPGRADE_BACKOFF_MAX: Duration = Duration::from_secs(16);
+/// Longest upgrade block (2, 4, 6 s): the media loop probes an upgrade with padding before it
+/// applies it, so a retry on a link that keeps failing costs a second of extra packets, not a
+/// keyframe; and a link that recovers is found again within ten seconds.
+pub const UPGRADE_BACKOFF_MAX: Duration = Duration::from_secs(6);
 /// A layer held this long counts as a successful upgrade: the next failure backs off from
 /// [`UPGRADE_BACKOFF_INITIAL`] again.
 pub const UPGRADE_STICKS_AFTER: Duration = Duration::from_secs(10);
@@ -857,7 +858,7 @@ mod tests {
             now = up;
         }
         let secs = Duration::from_secs;
-        assert_eq!(waits, [secs(2), secs(4), secs(8), secs(16), secs(16)]);
+        assert_eq!(waits, [secs(2), secs(4), secs(6), secs(6), secs(6)]);
         // The upgrade sticks for a while: the next failure backs off from the start again.
         assert!(
             drive(

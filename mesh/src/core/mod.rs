@@ -17,6 +17,7 @@ pub mod layer_selector;
 pub mod link_quality;
 pub mod packet_cache;
 pub mod reconnect_backoff;
+pub mod retransmission_budget;
 pub mod sequence_rewriter;
 pub mod upstream_loss_detector;
 pub mod vp8_descriptor;
@@ -38,6 +39,7 @@ pub use layer_selector::{LAYER_TIMEOUT, LayerDecision, MAX_LAYER, SimulcastLayer
 pub use link_quality::{IntervalStats, LinkQuality};
 pub use packet_cache::PacketCache;
 pub use reconnect_backoff::ReconnectBackoff;
+pub use retransmission_budget::RetransmissionBudget;
 pub use sequence_rewriter::{RewrittenHeader, SequenceRewriter};
 pub use upstream_loss_detector::{UpstreamArrival, UpstreamLossDetector};
 pub use vp8_descriptor::{PictureIdWidth, Vp8Descriptor, vp8_descriptor};

@@ -54,6 +54,12 @@ impl SourceEpoch {
             }
             _ => true,
         };
+        // TL0PICIDX is 8 bits and wraps within seconds: it decides only without a picture id
+        // (which wraps after minutes), else an epoch older than ~128 base frames would look
+        // as if it could not hold its own packets.
+        if descriptor.picture_id.is_some() && self.first_picture_id.is_some() {
+            return picture_id_ok;
+        }
         let tl0picidx_ok = match (descriptor.tl0picidx, self.first_tl0picidx) {
             (Some(tl0), Some(first)) => tl0.wrapping_sub(first) as i8 >= 0,
             _ => true,
@@ -402,6 +408,26 @@ mod tests {
             last,
             "no state change"
         );
+    }
+
+    /// TL0PICIDX wraps every 256 base frames (seconds of video): a long epoch must still answer
+    /// retransmissions of its packets after that.
+    #[test]
+    fn retransmission_works_after_tl0picidx_wraps() {
+        let mut r = Vp8PictureIdRewriter::new();
+        let p = |pid: u16| {
+            Vp8Packet::keyframe_start()
+                .picture_id15(pid)
+                .tl0picidx(pid as u8)
+        };
+        let mut last = None;
+        for pid in 100u16..500 {
+            last = Some((p(pid).build(), rewritten(&mut r, 1, p(pid))));
+        }
+        let (original, forwarded) = last.unwrap();
+        let mut copy = original;
+        assert!(r.rewrite_retransmission(1, &mut copy));
+        assert_eq!(copy, forwarded);
     }
 
     #[test]

@@ -6,16 +6,19 @@
 //! Tracks published on other nodes arrive over the relay and are forwarded the same way
 //! (`relay_side`).
 
+mod allocation;
 mod relay_side;
 
+use super::bandwidth::SharedEstimate;
 use super::batch_send::DatagramBatch;
 use super::datagram::{DatagramClass, classify, stun_local_ufrag};
 use super::offer::{check_answer, parse_offer};
-use super::peer_factory::{PeerRole, new_peer};
+use super::peer_factory::{NewPeer, PeerRole, new_peer};
 use crate::metrics::{self, Metrics};
 use crate::relay::bridge::{EngineRelayPorts, EngineToRelay, RelayPacketIn, RelayToEngine};
+use allocation::SessionAllocation;
 use bytes::BytesMut;
-use kaskade_mesh::core::{AudioLevelWindow, VideoCodec};
+use kaskade_mesh::core::{AudioLevelWindow, LayerBitrateMeter, VideoCodec};
 use kaskade_mesh::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EngineStats, EventSink, PublishOutcome,
     SessionKey, SubscribeOffer, TrackDescriptor,
@@ -60,6 +63,8 @@ const TICK: Duration = Duration::from_millis(200);
 /// Datagrams read in one turn before the loop flushes what they produced.
 const READ_BATCH: usize = 64;
 const MAX_DATAGRAM: usize = 2048;
+/// What an RTP header adds to a payload on the wire (fixed part), for bitrate accounting.
+const RTP_HEADER_BYTES: usize = 12;
 
 /// Starts the engine on its own thread. `bind` is the media socket; `advertised` the address put in
 /// ICE candidates. Returns the handle and the bound address.
@@ -142,6 +147,9 @@ struct Session {
     offer_pending: bool,
     deadline: Option<Instant>,
     connected: bool,
+    /// Subscriber side: the bandwidth estimate and what it allocates.
+    estimate: Option<SharedEstimate>,
+    allocation: SessionAllocation,
 }
 
 struct TrackEntry {
@@ -160,6 +168,8 @@ struct TrackEntry {
     paused: bool,
     /// Audio levels since the last report to the publisher's owner.
     audio_level: AudioLevelWindow,
+    /// Bitrate of each layer as it arrives (for bandwidth allocation).
+    bitrate: LayerBitrateMeter,
 }
 
 struct Engine {
@@ -309,9 +319,14 @@ impl Engine {
         Some(sessions.map_or(self.next_tick, |d| d.min(self.next_tick)))
     }
 
-    /// Periodic work: each publisher's audio levels go to its owner (dominant speaker).
+    /// Periodic work: each publisher's audio levels go to its owner (dominant speaker); each
+    /// subscriber's layers follow its bandwidth estimate.
     fn on_tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
+        self.allocate_bandwidth(now);
+        if !self.forwarded.is_empty() {
+            self.deliver(now); // bandwidth probes
+        }
         let mut levels: HashMap<SessionKey, Vec<(TrackId, u8)>> = HashMap::new();
         for (id, entry) in &mut self.tracks {
             if let Some(key) = entry.publisher
@@ -535,6 +550,11 @@ impl Engine {
                             layer
                         }
                     };
+                    entry.bitrate.on_packet(
+                        layer,
+                        packet.payload.len() + RTP_HEADER_BYTES,
+                        arrival,
+                    );
                     entry.send_to_legs(layer, &packet, &mut self.relay);
                     let before = self.forwarded.len();
                     entry.forwarder.on_packet(
@@ -574,7 +594,7 @@ impl Engine {
                             self.metrics.nacks.inc();
                             let lost = nack.nacks.iter().flat_map(|pair| pair.packet_list());
                             let before = entry.forwarder.stats.retransmitted;
-                            entry.forwarder.on_nack(key, lost, &mut self.forwarded);
+                            entry.forwarder.on_nack(key, lost, now, &mut self.forwarded);
                             self.metrics
                                 .retransmits
                                 .inc_by(entry.forwarder.stats.retransmitted - before);
@@ -788,11 +808,15 @@ impl Engine {
     fn insert_session(
         &mut self,
         participant: ParticipantId,
-        pc: RTCPeerConnection,
-        ufrag: String,
+        peer: NewPeer,
         events: EventSink,
         node_offers: bool,
     ) -> SessionKey {
+        let NewPeer {
+            pc,
+            ufrag,
+            estimate,
+        } = peer;
         let key = self.next_key;
         self.next_key += 1;
         self.by_ufrag.insert(ufrag.clone(), key);
@@ -811,6 +835,8 @@ impl Engine {
             offer_pending: false,
             deadline: None,
             connected: false,
+            estimate,
+            allocation: SessionAllocation::default(),
         };
         session.deadline = session.pc.poll_timeout();
         self.sessions.insert(key, session);
@@ -839,7 +865,7 @@ impl Engine {
             None => {
                 let peer = new_peer(self.advertised, PeerRole::Publisher, now)
                     .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
-                self.insert_session(participant.clone(), peer.pc, peer.ufrag, events, false)
+                self.insert_session(participant.clone(), peer, events, false)
             }
         };
         let answer = {
@@ -922,6 +948,7 @@ impl Engine {
                     relay_legs: Vec::new(),
                     paused: false,
                     audio_level: AudioLevelWindow::default(),
+                    bitrate: LayerBitrateMeter::new(),
                 },
             );
         }
@@ -1089,7 +1116,7 @@ impl Engine {
             .map_err(|e| EdgeError::InvalidSdp(e.to_string()))?;
         let peer = new_peer(self.advertised, PeerRole::Subscriber, now)
             .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
-        let key = self.insert_session(participant, peer.pc, peer.ufrag, events, false);
+        let key = self.insert_session(participant, peer, events, false);
         for desc in &tracks {
             if let Err(e) = self.add_outbound(key, desc) {
                 self.close_session(key, "subscription failed");
@@ -1139,7 +1166,7 @@ impl Engine {
         }
         let peer = new_peer(self.advertised, PeerRole::Subscriber, now)
             .map_err(|e| EdgeError::Negotiation(e.to_string()))?;
-        let key = self.insert_session(participant.clone(), peer.pc, peer.ufrag, events, true);
+        let key = self.insert_session(participant.clone(), peer, events, true);
         let mut refused = None;
         for desc in &present {
             if let Err(e) = self.add_outbound(key, desc) {

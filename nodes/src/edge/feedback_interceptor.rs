@@ -4,8 +4,11 @@
 //! subscriber sessions use [`RtcpToApplication::forwarder_feedback`] (NACK, PLI, FIR: the
 //! forwarder answers those from its packet cache, or by asking the publisher for a keyframe);
 //! the load generator's publishers use it for keyframe requests. Reports stay with the
-//! interceptors that act on them.
+//! interceptors that act on them. With [`RtcpToApplication::with_estimate`] it also copies the
+//! congestion controller's target (an attribute on the feedback that produced it) into a
+//! [`SharedEstimate`] for the media loop.
 
+use super::bandwidth::SharedEstimate;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -24,6 +27,7 @@ pub type RtcpFilter = fn(&[Box<dyn rtc::rtcp::packet::Packet>]) -> bool;
 /// Marks the inbound RTCP compounds its filter picks for the application.
 pub struct RtcpToApplication {
     deliver: RtcpFilter,
+    estimate: Option<SharedEstimate>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -32,6 +36,7 @@ impl RtcpToApplication {
     pub fn new(deliver: RtcpFilter) -> Self {
         Self {
             deliver,
+            estimate: None,
             reads: VecDeque::new(),
             writes: VecDeque::new(),
         }
@@ -40,6 +45,13 @@ impl RtcpToApplication {
     /// NACK, PLI and FIR: what the forwarder acts on.
     pub fn forwarder_feedback() -> Self {
         Self::new(is_forwarder_feedback)
+    }
+
+    /// Also records the send-side bandwidth estimate (it must sit application-ward of the
+    /// congestion controller, as [`FEEDBACK_SLOT`] does).
+    pub fn with_estimate(mut self, estimate: SharedEstimate) -> Self {
+        self.estimate = Some(estimate);
+        self
     }
 }
 
@@ -61,6 +73,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApplication {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(estimate) = &self.estimate
+            && let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+                msg.message.get(&Attribute::TargetBitrateChanged {
+                    bits_per_second: 0.0,
+                })
+        {
+            estimate.record_pacing_target(*bits_per_second);
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && (self.deliver)(packets)
         {

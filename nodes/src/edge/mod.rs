@@ -2,6 +2,7 @@
 //! address, and one event loop (the engine) that owns every peer connection and the forwarders.
 //! Control reaches the engine through `kaskade_mesh::engine_api`; packets never leave its thread.
 
+pub mod bandwidth;
 pub mod batch_send;
 pub mod datagram;
 pub mod engine;

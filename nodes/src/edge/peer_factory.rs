@@ -7,9 +7,11 @@
 //! Every interceptor is a stage each packet of the session walks through (and is moved through),
 //! so a session gets only those of its direction: a publisher's session (media in) generates
 //! NACKs, transport-cc feedback and receiver reports; a subscriber's session (media out) sends
-//! sender reports and passes the subscriber's NACK/PLI/FIR up to the forwarder. Both offer the
+//! sender reports, passes the subscriber's NACK/PLI/FIR up to the forwarder, and estimates the
+//! subscriber's bandwidth from its transport-cc feedback (`bandwidth`), paced. Both offer the
 //! same SDP (codecs, feedback, header extensions) as before the split.
 
+use super::bandwidth::{SharedEstimate, with_congestion_control};
 use super::feedback_interceptor::{FEEDBACK_SLOT, RtcpToApplication};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -47,6 +49,8 @@ pub enum PeerRole {
 pub struct NewPeer {
     pub pc: RTCPeerConnection,
     pub ufrag: String,
+    /// A subscriber session's bandwidth estimate (send-side, from its transport-cc feedback).
+    pub estimate: Option<SharedEstimate>,
 }
 
 fn random_token(len: usize) -> String {
@@ -104,16 +108,23 @@ pub fn new_peer(
     )?;
     // Registers transport-cc in the SDP (with its receiver-side interceptor in that registry).
     let with_twcc = configure_twcc_receiver_only(Registry::new(), &mut media)?;
-    let registry = match role {
-        PeerRole::Publisher => with_twcc
-            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
-        PeerRole::Subscriber => Registry::new()
-            .with(Slot::SenderReport, SenderReportBuilder::new().build())
-            .with(
-                Slot::from(FEEDBACK_SLOT),
-                RtcpToApplication::forwarder_feedback(),
-            ),
+    let (registry, estimate) = match role {
+        PeerRole::Publisher => (
+            with_twcc
+                .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build()),
+            None,
+        ),
+        PeerRole::Subscriber => {
+            let (registry, estimate) = with_congestion_control(
+                Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build()),
+            );
+            let feedback = RtcpToApplication::forwarder_feedback().with_estimate(estimate.clone());
+            (
+                registry.with(Slot::from(FEEDBACK_SLOT), feedback),
+                Some(estimate),
+            )
+        }
     };
 
     let mut pc = RTCPeerConnectionBuilder::new()
@@ -124,7 +135,11 @@ pub fn new_peer(
         .build(now)?;
 
     add_host_candidate(&mut pc, advertised)?;
-    Ok(NewPeer { pc, ufrag })
+    Ok(NewPeer {
+        pc,
+        ufrag,
+        estimate,
+    })
 }
 
 /// Adds `addr` as `pc`'s UDP host candidate.

@@ -6,7 +6,7 @@
 
 use super::{Engine, TrackEntry, default_codec};
 use crate::relay::bridge::{EngineToRelay, LinkId, LinkTx, RelayPacketIn, RelayToEngine};
-use kaskade_mesh::core::{AudioLevelWindow, UpstreamLossDetector, VideoCodec};
+use kaskade_mesh::core::{AudioLevelWindow, LayerBitrateMeter, UpstreamLossDetector, VideoCodec};
 use kaskade_mesh::engine_api::TrackDescriptor;
 use kaskade_mesh::forwarder::{ForwardedMedia, TrackForwarder};
 use kaskade_proto::TrackId;
@@ -395,6 +395,7 @@ impl Engine {
                 relay_legs: Vec::new(),
                 paused: false,
                 audio_level: AudioLevelWindow::default(),
+                bitrate: LayerBitrateMeter::new(),
             },
         );
         self.metrics.tracks.set(self.tracks.len() as i64);
@@ -500,6 +501,9 @@ impl Engine {
                 });
             }
         }
+        entry
+            .bitrate
+            .on_packet(layer, packet.payload.len() + super::RTP_HEADER_BYTES, now);
         entry.send_to_legs(layer, &packet, &mut self.relay);
         let before = self.forwarded.len();
         entry.forwarder.on_packet(

@@ -1,0 +1,108 @@
+// Owns: the browser side of the bandwidth test (tests/tests/e2e_bandwidth.rs): pages of Kaskade's
+// web client that publish a simulcast camera or watch it, and report what they decode twice a
+// second, so the test can shape a viewer's link and watch its layer follow.
+//
+// Usage: node bandwidth.mjs --url URL --room ROOM --pages publisher,viewer|viewer
+//                           [--seconds N] [--artifacts DIR] [--chromium PATH] [--tag NAME]
+// Prints JSON lines: {"event":"joined","page":…}, then per viewer page every 500 ms
+// {"event":"sample","page":…,"t_ms":…,"width":…,"height":…,"frames":…,"estimate_bps":…}
+// and at the end {"event":"result","ok":…}.
+
+import { chromium } from 'playwright-core';
+import { CHROMIUM_FLAGS, emit, sleep, until } from './harness.mjs';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const SAMPLE_MS = 500;
+
+function parseArgs(argv) {
+  const out = { url: null, room: null, pages: 'viewer', seconds: 60, artifacts: null, chromium: null, tag: 'bw' };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
+    out[key] = argv[i + 1];
+  }
+  if (!out.url || !out.room) throw new Error('--url and --room are required');
+  out.url = out.url.replace(/\/+$/, '');
+  out.seconds = Number(out.seconds);
+  out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
+  return out;
+}
+
+/** The first remote camera the page decodes, from the page's stats API. */
+async function cameraSample(page) {
+  return page.evaluate(async () => {
+    const stats = window.kaskade && (await window.kaskade.stats());
+    const tile = (stats?.tiles ?? []).find((t) => t.source === 'camera');
+    return {
+      state: document.body?.dataset?.state ?? null,
+      width: tile?.frameWidth ?? 0,
+      height: tile?.frameHeight ?? 0,
+      frames: tile?.framesDecoded ?? 0,
+      estimate_bps: window.kaskade?.receiveQuality?.estimate_bps ?? null,
+    };
+  });
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const roles = opts.pages.split(',');
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'kaskade-chromium-'));
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: opts.chromium,
+    headless: true,
+    // The node is reached on a veth address, not localhost: let the page use the (fake) camera.
+    args: [...CHROMIUM_FLAGS, `--unsafely-treat-insecure-origin-as-secure=${opts.url}`],
+    viewport: { width: 1280, height: 800 },
+  });
+  const pages = {};
+  let ok = false;
+  let reason = '';
+  try {
+    for (const role of roles) {
+      const page = Object.keys(pages).length === 0 && ctx.pages()[0] ? ctx.pages()[0] : await ctx.newPage();
+      page.on('pageerror', (e) => console.error(`[${role}] pageerror: ${e}`));
+      const q = { room: opts.room, name: `${opts.tag}-${role}`, autojoin: '1' };
+      // Viewers watch only (the page ignores `role` if it does not know it: it then publishes too).
+      if (role === 'viewer') q.role = 'audience';
+      await page.goto(`${opts.url}/?${new URLSearchParams(q)}`, { timeout: 20000 });
+      await until('join', `${role} page joined`, 20000, async () => {
+        const s = await page.evaluate(() => document.body?.dataset?.state ?? null);
+        return s === 'joined' ? { ok: true } : { ok: false, last: s };
+      });
+      pages[role] = page;
+      emit({ event: 'joined', page: `${opts.tag}-${role}` });
+    }
+    const started = Date.now();
+    const end = started + opts.seconds * 1000;
+    while (Date.now() < end) {
+      for (const [role, page] of Object.entries(pages)) {
+        if (role !== 'viewer') continue;
+        const s = await cameraSample(page);
+        emit({ event: 'sample', page: `${opts.tag}-${role}`, t_ms: Date.now() - started, ...s });
+      }
+      await sleep(SAMPLE_MS);
+    }
+    ok = true;
+  } catch (e) {
+    reason = String(e?.message ?? e);
+  } finally {
+    if (opts.artifacts) {
+      for (const [role, page] of Object.entries(pages)) {
+        await page
+          .screenshot({ path: path.join(opts.artifacts, `bandwidth-${opts.tag}-${role}.png`) })
+          .catch(() => {});
+      }
+    }
+    await ctx.close().catch(() => {});
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+  emit({ event: 'result', ok, reason });
+  process.exit(ok ? 0 : 1);
+}
+
+main().catch((e) => {
+  emit({ event: 'result', ok: false, reason: String(e?.stack ?? e) });
+  process.exit(1);
+});
