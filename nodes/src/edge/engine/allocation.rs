@@ -29,6 +29,8 @@ const TICK_SECONDS: f64 = TICK.as_millis() as f64 / 1000.0;
 pub(super) const PROBE_TIME: Duration = Duration::from_millis(1000);
 /// A probe fails when the subscriber reports more loss than this meanwhile.
 pub(super) const PROBE_MAX_LOSS: f64 = 0.01;
+/// A probe fails when the subscriber's packets queued longer than this meanwhile.
+pub(super) const PROBE_MAX_QUEUE_DELAY: Duration = Duration::from_millis(60);
 /// How long after a probe its verdict waits for the last feedback.
 pub(super) const PROBE_SETTLE: Duration = Duration::from_millis(600);
 /// A probe needs at least this many packets reported by the subscriber to pass.
@@ -163,11 +165,13 @@ impl Engine {
                     let loss = counts.loss_since(probe.counts);
                     // Too little feedback meanwhile proves nothing.
                     let heard = counts.reported.saturating_sub(probe.counts.reported);
+                    let queue_delay_us = feedback.take_max_queue_delay_us();
                     let passed = probe.sent * 2 >= probe.asked
+                        && queue_delay_us <= PROBE_MAX_QUEUE_DELAY.as_micros() as u64
                         && heard >= PROBE_MIN_REPORTS
                         && loss <= PROBE_MAX_LOSS
                         && estimate.is_some_and(|e| e >= probe.needed_bps);
-                    debug!(session = key, estimate_bps = ?estimate, needed_bps = probe.needed_bps, loss, heard, sent = probe.sent, passed, "upgrade probed");
+                    debug!(session = key, estimate_bps = ?estimate, needed_bps = probe.needed_bps, loss, heard, queue_delay_us, sent = probe.sent, passed, "upgrade probed");
                     if !passed {
                         let ceiling = (probe.needed_bps as f64 * 0.9) as u64;
                         state.ceiling = Some((ceiling, now + PROBE_TIME));
@@ -187,6 +191,7 @@ impl Engine {
                 (None, Some((carrier, extra_bps))) => {
                     let bytes_per_tick = (extra_bps as f64 / 8.0 * TICK_SECONDS).ceil() as usize;
                     probes.push((carrier.clone(), key, bytes_per_tick));
+                    feedback.take_max_queue_delay_us(); // the probe's own period starts now
                     state.probe = Some(Probe {
                         until: now + PROBE_TIME,
                         bytes_per_tick,
