@@ -79,6 +79,12 @@ pub enum EdgeEvent {
         session: SessionKey,
         levels: Vec<(TrackId, u8)>,
     },
+    /// Dynacast: which simulcast layers (lowest first) a publish session should send of `track`.
+    PublishLayers {
+        session: SessionKey,
+        track: TrackId,
+        active: Vec<bool>,
+    },
     /// A subscribe session's bandwidth estimate and the layer forwarded per simulcast track
     /// changed.
     ReceiveQuality {

@@ -371,6 +371,13 @@ impl<K: Copy + Eq> TrackForwarder<K> {
         self.resend(key, lost, now, out, None);
     }
 
+    /// Whether a subscriber's leg can carry probes (it negotiated RTX for this track's codec).
+    pub fn can_probe(&self, key: K) -> bool {
+        self.downstreams
+            .iter()
+            .any(|d| d.spec.key == key && d.spec.rtx.is_some())
+    }
+
     /// Sends about `bytes` of probe traffic to one leg: its most recent packets again, on its
     /// RTX stream (the receiver drops the duplicates; the congestion controller sees the rate).
     /// Returns the bytes queued; 0 for a leg without RTX.

@@ -773,6 +773,11 @@ impl ParticipantState {
                     });
                 }
             }
+            EdgeEvent::PublishLayers { track, active, .. } => {
+                if self.published.contains(&track) {
+                    self.send(ServerMessage::PublishLayers { track, active });
+                }
+            }
             EdgeEvent::ReceiveQuality {
                 estimate_bps,
                 layers,

@@ -170,6 +170,7 @@
       audience: 0, // audience members in the room (from `joined` / `audience_count`)
       dominantSpeaker: null, // participant id of who speaks now, if anyone
       receiveQuality: null, // latest `receive_quality`: {estimate_bps, layers: {track id: index}}
+      layersSent: null, // dynacast: which camera layers we send (lowest first), after publish_layers
     };
   }
 
@@ -861,6 +862,8 @@
         return onDominantSpeaker(s, m);
       case 'receive_quality':
         return onReceiveQuality(s, m);
+      case 'publish_layers':
+        return onPublishLayers(s, m);
       case 'reconnect':
         return onReconnect(s, m);
       case 'error':
@@ -1711,6 +1714,31 @@
     updateStatus();
   }
 
+  /**
+   * Dynacast: the node says which simulcast layers of one of our tracks anyone can receive
+   * (lowest first, the order of CAMERA_ENCODINGS); the others stop being encoded and sent.
+   */
+  async function onPublishLayers(s, m) {
+    if (!okKey(m.track) || !Array.isArray(m.active) || !s.publishPc) return;
+    const mid = Object.keys(state.published).find((k) => state.published[k] === m.track);
+    const tr = mid && s.publishPc.getTransceivers().find((t) => t.mid === mid);
+    if (!tr || !tr.sender) return;
+    const params = tr.sender.getParameters();
+    const encodings = params.encodings || [];
+    if (encodings.length < 2) return;
+    let changed = false;
+    encodings.forEach((e, i) => {
+      const active = i === 0 || m.active[i] !== false;
+      if (e.active !== active) {
+        e.active = active;
+        changed = true;
+      }
+    });
+    if (!changed) return;
+    state.layersSent = encodings.map((e) => e.active);
+    await tr.sender.setParameters(params);
+  }
+
   function onPublishAnswer(s, m) {
     if (!isStr(m.sdp)) return;
     const p = s.pub.pending;
@@ -2505,6 +2533,10 @@
     },
     get receiveQuality() {
       return state.receiveQuality;
+    },
+    /** Dynacast: the camera layers this page sends (lowest first); null until the node asked. */
+    get layersSent() {
+      return state.layersSent;
     },
     get handRaised() {
       return !!(call && call.handRaisedAt !== null);

@@ -349,6 +349,12 @@ pub enum ServerMessage {
         track: TrackId,
         by: ParticipantId,
     },
+    /// Dynacast: send only the simulcast layers of `track` marked active (lowest first); nobody
+    /// can receive the others now. Resumed the same way as soon as someone can.
+    PublishLayers {
+        track: TrackId,
+        active: Vec<bool>,
+    },
     /// The node closed your publish connection (you became audience): close yours too.
     PublishClosed {
         reason: String,

@@ -223,6 +223,13 @@ async function main() {
       return size.width > 320 ? { ok: true, value: size } : { ok: false, last: size };
     });
     result.layers.low = await pick('low', (w) => w < result.layers.initial.width, 'B to decode a smaller layer of A');
+    // Dynacast: B is A's only viewer and wants the lowest layer: the node has A pause the others.
+    result.layers.sent_by_a = await until(stage, 'A to be told to send only its lowest layer', 20000, async () => {
+      const sent = await pages.a.evaluate(() => window.kaskade.layersSent);
+      return Array.isArray(sent) && sent[0] === true && sent.slice(1).every((a) => a === false)
+        ? { ok: true, value: sent }
+        : { ok: false, last: sent };
+    });
     result.layers.high = await pick('high', (w) => w >= result.layers.initial.width, 'B to decode the full layer of A again');
 
     stage = 'chat';

@@ -37,7 +37,8 @@ pub fn start_scenario(
 }
 
 /// Runs a scenario script to its end and returns its `result` line; panics with the script's
-/// (and `more`'s) diagnostics unless the result says ok and the script exited cleanly.
+/// diagnostics and what `more` says then (e.g. the node's log) unless the result says ok and the
+/// script exited cleanly.
 pub fn run_scenario(
     ns: &NetNs,
     node_js: &Path,
@@ -45,7 +46,7 @@ pub fn run_scenario(
     script: &str,
     args: &[&str],
     timeout: Duration,
-    more: &str,
+    more: impl Fn() -> String,
 ) -> Value {
     let mut spawned = start_scenario(ns, node_js, chromium, script, args);
     let status = spawned
@@ -57,10 +58,11 @@ pub fn run_scenario(
         .unwrap_or_else(|| panic!("{script} printed no result\n{}", spawned.diagnostics()));
     assert!(
         result["ok"] == true && status.success(),
-        "{script} failed at stage {}: {}\nfull result: {result}\n{}\n{more}",
+        "{script} failed at stage {}: {}\nfull result: {result}\n{}\n{}",
         result["stage"],
         result["reason"],
-        spawned.diagnostics()
+        spawned.diagnostics(),
+        more()
     );
     result
 }

@@ -35,7 +35,7 @@ fn two_browsers_see_each_other_chat_and_share_a_screen() {
         "two_pages.mjs",
         &["--url", &node.url, "--room", room, "--timeout", "150"],
         Duration::from_secs(200),
-        &node.proc.diagnostics(),
+        || node.proc.diagnostics(),
     );
     eprintln!("browser scenario result: {result}");
     assert_two_pages_scenario(&result);

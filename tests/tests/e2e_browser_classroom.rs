@@ -42,7 +42,7 @@ fn a_teacher_lets_an_audience_member_speak_and_moves_it_back() {
         "classroom.mjs",
         &["--url", &node.url, "--room", room, "--timeout", "170"],
         Duration::from_secs(220),
-        &node.proc.diagnostics(),
+        || node.proc.diagnostics(),
     );
     eprintln!("classroom scenario result: {result}");
     assert_classroom_scenario(&result);

@@ -7,6 +7,7 @@
 //! (`relay_side`).
 
 mod allocation;
+mod dynacast;
 mod relay_side;
 
 use super::bandwidth::SharedEstimate;
@@ -18,7 +19,7 @@ use crate::metrics::{self, Metrics};
 use crate::relay::bridge::{EngineRelayPorts, EngineToRelay, RelayPacketIn, RelayToEngine};
 use allocation::SessionAllocation;
 use bytes::BytesMut;
-use kaskade_mesh::core::{AudioLevelWindow, LayerBitrateMeter, VideoCodec};
+use kaskade_mesh::core::{AudioLevelWindow, LayerBitrateMeter, PublishedLayerGate, VideoCodec};
 use kaskade_mesh::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EngineStats, EventSink, PublishOutcome,
     SessionKey, SubscribeOffer, TrackDescriptor,
@@ -170,6 +171,8 @@ struct TrackEntry {
     audio_level: AudioLevelWindow,
     /// Bitrate of each layer as it arrives (for bandwidth allocation).
     bitrate: LayerBitrateMeter,
+    /// A local simulcast track: which layers its publisher should send (dynacast).
+    layer_gate: Option<PublishedLayerGate>,
 }
 
 struct Engine {
@@ -324,6 +327,7 @@ impl Engine {
     fn on_tick(&mut self, now: Instant) {
         self.next_tick = now + TICK;
         self.allocate_bandwidth(now);
+        self.gate_published_layers(now);
         if !self.forwarded.is_empty() {
             self.deliver(now); // bandwidth probes
         }
@@ -949,6 +953,8 @@ impl Engine {
                     paused: false,
                     audio_level: AudioLevelWindow::default(),
                     bitrate: LayerBitrateMeter::new(),
+                    layer_gate: (desc.layers.len() > 1)
+                        .then(|| PublishedLayerGate::new(desc.layers.len())),
                 },
             );
         }

@@ -132,10 +132,10 @@ impl Engine {
                 match have {
                     Some(have) if want > have => {
                         let extra = rate_of(track, want).saturating_sub(rate_of(track, have));
-                        let carrier_has_rtx = session
-                            .outbound
+                        let carrier_has_rtx = self
+                            .tracks
                             .get(&track.key)
-                            .is_some_and(|o| o.rtx_ssrc.is_some());
+                            .is_some_and(|e| e.forwarder.can_probe(key));
                         if carrier_has_rtx {
                             let (_, sum) = upgrade.get_or_insert((track.key.clone(), 0));
                             *sum += extra;
@@ -145,7 +145,7 @@ impl Engine {
                     Some(have) if want == have => continue,
                     _ => {}
                 }
-                // Down, new, or up without RTX to probe with: at once.
+                // Down, new, or up on a leg without RTX to probe with: at once.
                 debug!(session = key, track = %track.key, layer = want, estimate_bps = ?estimate, layer_bps = ?track.layer_bitrates, audio_bps = audio, "layer applied");
                 self.metrics.layer_changes.inc();
                 changes.push((track.key.clone(), key, want));

@@ -96,6 +96,15 @@ fn codec_of(c: &RelayCodec) -> RTCRtpCodec {
 }
 
 impl TrackEntry {
+    /// The highest layer other nodes ask for, if any asks.
+    pub(super) fn relay_top_layer(&self) -> Option<u8> {
+        let all = self
+            .relay_legs
+            .iter()
+            .fold(LayerSet::default(), |set, leg| set.union(leg.layers));
+        (!all.is_empty()).then(|| 7 - all.0.leading_zeros() as u8)
+    }
+
     /// Sends one packet of `layer` to every relay leg that wants that layer.
     pub(super) fn send_to_legs(
         &self,
@@ -396,6 +405,7 @@ impl Engine {
                 paused: false,
                 audio_level: AudioLevelWindow::default(),
                 bitrate: LayerBitrateMeter::new(),
+                layer_gate: None,
             },
         );
         self.metrics.tracks.set(self.tracks.len() as i64);
