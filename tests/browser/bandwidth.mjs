@@ -9,7 +9,7 @@
 // and at the end {"event":"result","ok":…}.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, sleep, until } from './harness.mjs';
+import { CHROMIUM_FLAGS, emit, sleep, until, parseOptions } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,17 +17,7 @@ import path from 'node:path';
 const SAMPLE_MS = 500;
 
 function parseArgs(argv) {
-  const out = { url: null, room: null, pages: 'viewer', seconds: 60, artifacts: null, chromium: null, tag: 'bw' };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
-    out[key] = argv[i + 1];
-  }
-  if (!out.url || !out.room) throw new Error('--url and --room are required');
-  out.url = out.url.replace(/\/+$/, '');
-  out.seconds = Number(out.seconds);
-  out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
-  return out;
+  return parseOptions(argv, { pages: 'viewer', seconds: 60, tag: 'bw' });
 }
 
 /** The first remote camera the page decodes, from the page's stats API. */

@@ -15,23 +15,13 @@
 //                           [--timeout SECONDS] [--chromium /usr/bin/chromium]
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, StageError, until } from './harness.mjs';
+import { CHROMIUM_FLAGS, emit, StageError, until, parseOptions } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 function parseArgs(argv) {
-  const out = { url: null, room: null, artifacts: null, timeout: 150, chromium: null };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
-    out[key] = argv[i + 1];
-  }
-  if (!out.url || !out.room) throw new Error('--url and --room are required');
-  out.url = out.url.replace(/\/+$/, '');
-  out.timeout = Number(out.timeout);
-  out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
-  return out;
+  return parseOptions(argv, { timeout: 150 });
 }
 
 /** What the page shows and knows: state, role, controls, lists, tiles with their stats. */

@@ -50,3 +50,21 @@ export async function until(stage, what, timeoutMs, probe) {
     await sleep(POLL_MS);
   }
 }
+
+/**
+ * `--key value` options over `defaults` (unknown keys refused); `--url` and `--room` are required,
+ * the URL loses trailing slashes, numeric defaults stay numbers, Chromium defaults to
+ * $KASKADE_CHROMIUM or /usr/bin/chromium.
+ */
+export function parseOptions(argv, defaults) {
+  const out = { url: null, room: null, artifacts: null, chromium: null, ...defaults };
+  for (let i = 0; i < argv.length; i += 2) {
+    const key = argv[i].replace(/^--/, '');
+    if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
+    out[key] = typeof defaults[key] === 'number' ? Number(argv[i + 1]) : argv[i + 1];
+  }
+  if (!out.url || !out.room) throw new Error('--url and --room are required');
+  out.url = out.url.replace(/\/+$/, '');
+  out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
+  return out;
+}

@@ -43,6 +43,25 @@ impl WsConn {
         Ok(Self { ws })
     }
 
+    /// Connects to `ws_url` and joins `room` as `name` (asking for `role` if given); returns the
+    /// connection and the `joined` message.
+    pub fn join(
+        ws_url: &str,
+        room: &str,
+        name: &str,
+        role: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<(Self, Value)> {
+        let mut ws = Self::connect(ws_url)?;
+        let mut msg = serde_json::json!({"type": "join", "room": room, "name": name});
+        if let Some(role) = role {
+            msg["role"] = serde_json::json!(role);
+        }
+        ws.send_json(&msg)?;
+        let joined = ws.recv_until("joined", timeout, |v| v["type"] == "joined")?;
+        Ok((ws, joined))
+    }
+
     pub fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
         self.ws.send(Message::text(text.into()))?;
         Ok(())

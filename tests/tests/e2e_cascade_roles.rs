@@ -12,16 +12,7 @@ use std::time::Duration;
 const STEP: Duration = Duration::from_secs(20);
 
 fn join(ws_url: &str, room: &str, name: &str, role: Option<&str>) -> (WsConn, Value) {
-    let mut ws = WsConn::connect(ws_url).expect("connect");
-    let mut msg = json!({"type": "join", "room": room, "name": name});
-    if let Some(role) = role {
-        msg["role"] = json!(role);
-    }
-    ws.send_json(&msg).unwrap();
-    let joined = ws
-        .recv_until("joined", STEP, |v| v["type"] == "joined")
-        .expect("joined");
-    (ws, joined)
+    WsConn::join(ws_url, room, name, role, STEP).expect("joined")
 }
 
 #[test]
