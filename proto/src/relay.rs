@@ -68,6 +68,14 @@ impl LayerSet {
         Self(1u8.checked_shl(u32::from(layer)).unwrap_or(0))
     }
 
+    /// Layers `0..=layer`: what a subscriber capped at `layer` may be switched between.
+    pub fn up_to(layer: u8) -> Self {
+        Self(
+            1u8.checked_shl(u32::from(layer) + 1)
+                .map_or(u8::MAX, |bit| bit - 1),
+        )
+    }
+
     pub fn contains(self, layer: u8) -> bool {
         layer < 8 && self.0 & (1 << layer) != 0
     }
@@ -545,5 +553,9 @@ mod tests {
         assert_eq!(LayerSet::single(9), LayerSet(0));
         assert!(LayerSet::ALL.contains(0) && LayerSet::ALL.contains(2));
         assert!(LayerSet::single(0).union(LayerSet::single(1)).contains(1));
+        assert_eq!(LayerSet::up_to(0), LayerSet(0b1));
+        assert_eq!(LayerSet::up_to(2), LayerSet::ALL);
+        assert_eq!(LayerSet::up_to(7), LayerSet(u8::MAX));
+        assert_eq!(LayerSet::up_to(200), LayerSet(u8::MAX));
     }
 }

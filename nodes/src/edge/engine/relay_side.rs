@@ -419,6 +419,11 @@ impl Engine {
 
     /// Recomputes which layers of a remote track are wanted here (local subscribers and relay
     /// legs) and tells the relay when that changed.
+    ///
+    /// A local subscriber asks for every layer up to its cap, not just the cap: its bandwidth
+    /// allocator picks among the layers that arrive here (it measures their bitrates), and a
+    /// subscriber whose link fits the middle layer but not the top one would otherwise be held
+    /// on the lowest. Relay legs pass on what the next node asked for.
     pub(super) fn refresh_demand(&mut self, id: &TrackId) {
         let Some(entry) = self.tracks.get(id) else {
             return;
@@ -430,7 +435,7 @@ impl Engine {
         let mut layers = LayerSet::default();
         for session in self.sessions.values() {
             if let Some(out) = session.outbound.get(id) {
-                layers = layers.union(LayerSet::single(out.wanted_layer.min(top)));
+                layers = layers.union(LayerSet::up_to(out.wanted_layer.min(top)));
             }
         }
         for leg in &entry.relay_legs {
