@@ -30,7 +30,8 @@ use kaskade_tests::netns::in_named_netns;
 )]
 struct Args {
     /// Scenarios: fanout-N (N = 100, 500, 1000 are the reference runs), meeting-N (10, 25),
-    /// classroom (1000 students; classroom-N for fewer), cascade-2.
+    /// classroom (1000 students; classroom-N for fewer), classroom-2sites (2000 students over two
+    /// sites; classroom-2sites-N), cascade-2.
     #[arg(required = true)]
     scenarios: Vec<Scenario>,
     /// Servers to run each scenario against, comma-separated: kaskade, janus.

@@ -1,4 +1,4 @@
-//! `scenario`: the benchmark scenarios (`fanout-N`, `meeting-N`, `classroom`, `cascade-2`) run against
+//! `scenario`: the benchmark scenarios (`fanout-N`, `meeting-N`, `classroom`, `classroom-2sites`, `cascade-2`) run against
 //! Kaskade and Janus with the load generator, and their report.
 //!
 //! - `spec`: scenario names and what each runs (pure);

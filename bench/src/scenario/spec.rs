@@ -29,6 +29,8 @@ pub const SCREEN_FPS: u32 = 15;
 pub const SPEAKERS: usize = 5;
 /// Students of `classroom`.
 pub const CLASSROOM_STUDENTS: usize = 1000;
+/// Students of `classroom-2sites` (the teacher on site A, students spread over both sites).
+pub const CLASSROOM_2SITES_STUDENTS: usize = 2000;
 /// Marker stream ids of publisher `i` start at `1 + i * STREAMS_PER_PUBLISHER` (audio first,
 /// then one per video layer).
 pub const STREAMS_PER_PUBLISHER: u32 = 10;
@@ -45,6 +47,9 @@ pub enum Scenario {
     /// A teacher (audio + 3-layer simulcast camera + screen share) and 5 speaking students →
     /// N students on the camera's low layer.
     Classroom(usize),
+    /// `Classroom(n)` with the teacher and speakers on site A's node and the students spread
+    /// round robin over site A's and site B's nodes (Kaskade only).
+    Classroom2Sites(usize),
 }
 
 /// A name that is not a scenario.
@@ -70,6 +75,12 @@ impl FromStr for Scenario {
         if s == "cascade-2" {
             return Ok(Self::Cascade2);
         }
+        if s == "classroom-2sites" {
+            return Ok(Self::Classroom2Sites(CLASSROOM_2SITES_STUDENTS));
+        }
+        if let Some(n) = s.strip_prefix("classroom-2sites-").and_then(number) {
+            return Ok(Self::Classroom2Sites(n));
+        }
         if s == "classroom" {
             return Ok(Self::Classroom(CLASSROOM_STUDENTS));
         }
@@ -88,6 +99,8 @@ impl fmt::Display for Scenario {
             Self::Cascade2 => write!(f, "cascade-2"),
             Self::Classroom(CLASSROOM_STUDENTS) => write!(f, "classroom"),
             Self::Classroom(n) => write!(f, "classroom-{n}"),
+            Self::Classroom2Sites(CLASSROOM_2SITES_STUDENTS) => write!(f, "classroom-2sites"),
+            Self::Classroom2Sites(n) => write!(f, "classroom-2sites-{n}"),
         }
     }
 }
@@ -95,13 +108,13 @@ impl fmt::Display for Scenario {
 impl Scenario {
     /// Whether Janus can run it (it has no cascade between servers).
     pub fn janus_can_run(&self) -> bool {
-        !matches!(self, Self::Cascade2)
+        !matches!(self, Self::Cascade2 | Self::Classroom2Sites(_))
     }
 
     /// Sites (and nodes) Kaskade runs it on.
     pub fn sites(&self) -> usize {
         match self {
-            Self::Cascade2 => 2,
+            Self::Cascade2 | Self::Classroom2Sites(_) => 2,
             _ => 1,
         }
     }
@@ -136,6 +149,11 @@ impl Scenario {
                 TEACHER_LAYERS_BPS[2] / 1000,
                 SCREEN_BPS / 1000
             ),
+            Self::Classroom2Sites(n) => format!(
+                "{}; teacher and speakers on site A, the students half on site A's node, half \
+                 on site B's",
+                Self::Classroom(*n).describe()
+            ),
         }
     }
 
@@ -163,7 +181,8 @@ impl Scenario {
                     subscriptions,
                 }
             }
-            Self::Classroom(n) => Plan::classroom(n),
+            Self::Classroom(n) => Plan::classroom(n, 1),
+            Self::Classroom2Sites(n) => Plan::classroom(n, 2),
         }
     }
 }
@@ -234,8 +253,9 @@ impl Plan {
 
     /// Publisher 0: the teacher's audio and simulcast camera; 1: the teacher's screen share;
     /// 2..: the speaking students' audio. Every one of `n` students subscribes to each of them,
-    /// the camera capped at its low layer.
-    fn classroom(n: usize) -> Self {
+    /// the camera capped at its low layer. Publishers are on site 0, students round robin over
+    /// `sites`.
+    fn classroom(n: usize, sites: usize) -> Self {
         let [q, h, f] = TEACHER_LAYERS_BPS;
         let camera = VideoConfig {
             layers: VideoLayerSpec::simulcast(q, h, f),
@@ -256,7 +276,7 @@ impl Plan {
                 (0..2 + SPEAKERS).map(move |p| Subscription {
                     subscriber: s,
                     publisher: p,
-                    site: 0,
+                    site: s % sites.max(1),
                     layer: (p == 0).then_some(LayerCap::Low),
                 })
             })
@@ -307,6 +327,20 @@ mod tests {
             assert!(bad.parse::<Scenario>().is_err(), "{bad}");
         }
         assert!(!Scenario::Cascade2.janus_can_run());
+        assert_eq!(
+            "classroom-2sites".parse::<Scenario>().unwrap(),
+            Scenario::Classroom2Sites(CLASSROOM_2SITES_STUDENTS)
+        );
+        assert_eq!(
+            Scenario::Classroom2Sites(8).to_string(),
+            "classroom-2sites-8"
+        );
+        assert_eq!(
+            "classroom-2sites-8".parse::<Scenario>().unwrap(),
+            Scenario::Classroom2Sites(8)
+        );
+        assert!(!Scenario::Classroom2Sites(8).janus_can_run());
+        assert_eq!(Scenario::Classroom2Sites(8).sites(), 2);
         assert!(Scenario::Meeting(10).janus_can_run());
     }
 
@@ -355,6 +389,11 @@ mod tests {
         let on_b = plan.subscriptions.iter().filter(|s| s.site == 1).count();
         assert_eq!(on_b, 250);
         assert_eq!(plan.publishers[0].site, 0);
+        let classroom = Scenario::Classroom2Sites(6).plan();
+        assert!(classroom.publishers.iter().all(|p| p.site == 0));
+        for s in &classroom.subscriptions {
+            assert_eq!(s.site, s.subscriber % 2, "{s:?}");
+        }
         let fanout = Scenario::Fanout(3).plan();
         assert!(fanout.subscriptions.iter().all(|s| s.site == 0));
     }
