@@ -3,6 +3,7 @@
 
 use crate::etcd::EtcdControlPlane;
 use crate::memory::MemoryControlPlane;
+use crate::records::{Expect, Record};
 use crate::{ControlError, ControlPlane, Lease, NodeRecord, NodeView, RoomShare};
 use kaskade_proto::RoomName;
 use std::time::Duration;
@@ -84,5 +85,30 @@ impl ControlPlane for AnyControlPlane {
 
     async fn room_shares(&self, room: &RoomName) -> Result<Vec<RoomShare>, ControlError> {
         dispatch!(self, cp => cp.room_shares(room).await)
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Record>, ControlError> {
+        dispatch!(self, cp => cp.get_record(key).await)
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<u64, ControlError> {
+        dispatch!(self, cp => cp.put_record(key, value, expect).await)
+    }
+
+    async fn delete_record(&self, key: &str, expect: Expect) -> Result<bool, ControlError> {
+        dispatch!(self, cp => cp.delete_record(key, expect).await)
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<Record>, ControlError> {
+        dispatch!(self, cp => cp.list_records(prefix).await)
+    }
+
+    async fn delete_records(&self, prefix: &str) -> Result<u64, ControlError> {
+        dispatch!(self, cp => cp.delete_records(prefix).await)
     }
 }

@@ -10,9 +10,13 @@
 //! | `nodes/<node>`                   | JSON [`NodeRecord`]    | that node                 |
 //! | `rooms/<room>/placement/<site>`  | node id (UTF-8 text)   | the node placed there     |
 //! | `rooms/<room>/shares/<node>`     | JSON [`RoomShare`]     | the publishing node       |
+//! | `records/<key>`                  | the record's bytes     | none: permanent           |
 //!
 //! `<room>` is a validated [`RoomName`] (`[A-Za-z0-9._-]{1,64}`); node ids and sites are opaque
 //! but may not contain `/` (refused with [`ControlError::Malformed`]), so every key parses back.
+//! `<key>` is a durable record's key as checked by [`check_record_key`]; a record's version is
+//! the etcd key's mod revision, so a conditional write is one transaction comparing the key's
+//! create revision (`Expect::Absent`: 0) or mod revision (`Expect::Version`).
 //!
 //! Several endpoints (the members of one etcd cluster) are used one at a time with failover
 //! (`members`: a request that meets a dead, hung or leaderless member moves on to the next one).
@@ -27,10 +31,11 @@
 mod members;
 
 use crate::placement::{accepts_placements, choose_node};
+use crate::records::{Expect, Record, check_record_key, check_record_prefix, check_record_value};
 use crate::{ControlError, ControlPlane, Lease, NodeId, NodeRecord, NodeView, RoomShare};
 use etcd_client::{
-    Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Compare, CompareOp, DeleteOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use kaskade_proto::RoomName;
 use members::{CallError, Failure, Members, bounded};
@@ -51,6 +56,9 @@ const WATCH_RETRY: Duration = Duration::from_millis(300);
 const WATCH_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// How many times `place_room` re-reads after losing a placement race before giving up.
 const PLACEMENT_ATTEMPTS: usize = 5;
+/// Records per range request of `list_records`: at most ~2 MiB of values (64 KiB each), well
+/// under gRPC's default 4 MiB message limit.
+const RECORDS_PAGE: i64 = 32;
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
@@ -133,6 +141,44 @@ impl Keys {
         format!("{}{node}", self.shares(room))
     }
 
+    /// Where durable records live; `records() + p` is the etcd prefix of records' prefix `p`.
+    fn records(&self) -> String {
+        format!("{}records/", self.prefix)
+    }
+
+    fn record(&self, key: &str) -> String {
+        format!("{}{key}", self.records())
+    }
+
+    /// Parses a `records/<key>` entry; `None` (with a warning) when it is not one this store
+    /// could have written.
+    fn parse_record(&self, kv: &KeyValue) -> Option<Record> {
+        self.record_of(kv.key(), kv.value(), kv.mod_revision())
+    }
+
+    fn record_of(&self, full_key: &[u8], value: &[u8], mod_revision: i64) -> Option<Record> {
+        let records = self.records();
+        let key = std::str::from_utf8(full_key)
+            .ok()
+            .and_then(|k| k.strip_prefix(&records))
+            .filter(|k| check_record_key(k).is_ok());
+        let Some(key) = key else {
+            warn!(key = %String::from_utf8_lossy(full_key), "ignoring record under a malformed key");
+            return None;
+        };
+        match version_of(full_key, mod_revision) {
+            Ok(version) => Some(Record {
+                key: key.to_string(),
+                value: value.to_vec(),
+                version,
+            }),
+            Err(e) => {
+                warn!(key = %key, error = %e, "ignoring record");
+                None
+            }
+        }
+    }
+
     /// Parses a `nodes/<id>` entry; `None` (with a warning) when it is malformed.
     fn parse_node(&self, kv: &KeyValue) -> Option<NodeRecord> {
         let id = node_id_of(&self.nodes(), kv.key())?;
@@ -170,6 +216,54 @@ fn check_key_part(what: &str, value: &str) -> Result<(), ControlError> {
 fn check_node(node: &NodeRecord) -> Result<(), ControlError> {
     check_key_part("node id", &node.id)?;
     check_key_part("site", &node.site)
+}
+
+/// A record's version: its key's mod revision (always positive for a stored key).
+fn record_version(kv: &KeyValue) -> Result<u64, ControlError> {
+    version_of(kv.key(), kv.mod_revision())
+}
+
+fn version_of(full_key: &[u8], mod_revision: i64) -> Result<u64, ControlError> {
+    u64::try_from(mod_revision)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| {
+            ControlError::Malformed(format!(
+                "key {} has mod revision {mod_revision}",
+                String::from_utf8_lossy(full_key)
+            ))
+        })
+}
+
+/// The comparisons under which a record at `full_key` meets `expect`.
+fn record_compares(full_key: &str, expect: Expect) -> Vec<Compare> {
+    match expect {
+        Expect::Any => vec![],
+        Expect::Absent => vec![Compare::create_revision(full_key, CompareOp::Equal, 0)],
+        // A missing key has mod revision 0, hence the existence check; a version no etcd
+        // revision can equal (0, or beyond i64) compares with -1, which never matches.
+        Expect::Version(v) => vec![
+            Compare::create_revision(full_key, CompareOp::Greater, 0),
+            Compare::mod_revision(
+                full_key,
+                CompareOp::Equal,
+                i64::try_from(v).ok().filter(|v| *v > 0).unwrap_or(-1),
+            ),
+        ],
+    }
+}
+
+/// The first key after every key that starts with `prefix` (etcd's `range_end` of a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only 0xff bytes (or nothing): every key from `prefix` on.
+    vec![0]
 }
 
 fn lease_id(lease: &Lease) -> Result<i64, ControlError> {
@@ -327,7 +421,7 @@ impl EtcdControlPlane {
 
     /// Writes `node`'s record under `lease` unless it was registered again under another lease
     /// since (then the lease counts as expired, as in the memory backend).
-    async fn put_record(
+    async fn put_under_lease(
         &self,
         lease: &Lease,
         id: i64,
@@ -435,7 +529,7 @@ impl ControlPlane for EtcdControlPlane {
         if self.written().get(&lease.id) == Some(&node) {
             return Ok(());
         }
-        let result = self.put_record(lease, id, &node).await;
+        let result = self.put_under_lease(lease, id, &node).await;
         if result == Err(ControlError::LeaseExpired(lease.id)) {
             self.written().remove(&lease.id);
         }
@@ -654,6 +748,144 @@ impl ControlPlane for EtcdControlPlane {
         shares.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(shares)
     }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Record>, ControlError> {
+        check_record_key(key)?;
+        let kvs = self.get("get record", self.keys.record(key), false).await?;
+        let Some(kv) = kvs.first() else {
+            return Ok(None);
+        };
+        Ok(Some(Record {
+            key: key.to_string(),
+            value: kv.value().to_vec(),
+            version: record_version(kv)?,
+        }))
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<u64, ControlError> {
+        check_record_key(key)?;
+        check_record_value(key, &value)?;
+        let full = self.keys.record(key);
+        let txn = Txn::new()
+            .when(record_compares(&full, expect))
+            .and_then([TxnOp::put(full.clone(), value, None)])
+            .or_else([TxnOp::get(full.clone(), None)]);
+        let resp = self
+            .txn("put record", txn)
+            .await
+            .map_err(CallError::unavailable)?;
+        if !resp.succeeded() {
+            let found = txn_get(&resp.op_responses(), 0)
+                .first()
+                .map(record_version)
+                .transpose()?;
+            debug!(key = %key, ?expect, ?found, "record write refused");
+            return Err(expect.conflict(key, found));
+        }
+        // One transaction is one revision: the put's mod revision is the revision it produced.
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        u64::try_from(revision)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| {
+                ControlError::Malformed(format!(
+                    "put of record {key:?} answered revision {revision}"
+                ))
+            })
+    }
+
+    async fn delete_record(&self, key: &str, expect: Expect) -> Result<bool, ControlError> {
+        check_record_key(key)?;
+        let full = self.keys.record(key);
+        let txn = Txn::new()
+            .when(record_compares(&full, expect))
+            .and_then([TxnOp::delete(full.clone(), None)])
+            .or_else([TxnOp::get(full.clone(), None)]);
+        let resp = self
+            .txn("delete record", txn)
+            .await
+            .map_err(CallError::unavailable)?;
+        let responses = resp.op_responses();
+        if !resp.succeeded() {
+            let found = txn_get(&responses, 0)
+                .first()
+                .map(record_version)
+                .transpose()?;
+            debug!(key = %key, ?expect, ?found, "record delete refused");
+            return Err(expect.conflict(key, found));
+        }
+        Ok(matches!(responses.first(), Some(TxnOpResponse::Delete(d)) if d.deleted() > 0))
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<Record>, ControlError> {
+        check_record_prefix(prefix, true)?;
+        let start = format!("{}{prefix}", self.keys.records());
+        let end = prefix_end(start.as_bytes());
+        let mut from = start.into_bytes();
+        // Every page is read at the first page's revision: one consistent list.
+        let mut revision = 0;
+        let mut records = Vec::new();
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(RECORDS_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = self
+                .members
+                .call("list records", |mut client| {
+                    let (key, options) = (from.clone(), options.clone());
+                    async move { client.get(key, Some(options)).await }
+                })
+                .await
+                .map_err(CallError::unavailable)?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            records.extend(
+                resp.kvs()
+                    .iter()
+                    .filter_map(|kv| self.keys.parse_record(kv)),
+            );
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    // The next page starts right after the last key of this one.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn delete_records(&self, prefix: &str) -> Result<u64, ControlError> {
+        check_record_prefix(prefix, false)?;
+        let start = format!("{}{prefix}", self.keys.records());
+        let resp = self
+            .members
+            .call("delete records", |mut client| {
+                let key = start.clone();
+                async move {
+                    client
+                        .delete(key, Some(DeleteOptions::new().with_prefix()))
+                        .await
+                }
+            })
+            .await
+            .map_err(CallError::unavailable)?;
+        let deleted = u64::try_from(resp.deleted()).unwrap_or(0);
+        if deleted > 0 {
+            info!(prefix = %prefix, deleted, "deleted records");
+        }
+        Ok(deleted)
+    }
 }
 
 /// The node watcher: keeps `view` equal to the `nodes/` keys by following one member — the
@@ -865,6 +1097,11 @@ mod tests {
             "/mesh/rooms/class-1/placement/eu"
         );
         assert_eq!(keys.share(&room, "n1"), "/mesh/rooms/class-1/shares/n1");
+        assert_eq!(
+            keys.record("accounts/alice"),
+            "/mesh/records/accounts/alice"
+        );
+        assert_eq!(keys.records(), "/mesh/records/");
         assert_eq!(Keys::new("").prefix, DEFAULT_PREFIX);
         assert_eq!(
             node_id_of("/mesh/nodes/", b"/mesh/nodes/n1").as_deref(),
@@ -873,6 +1110,32 @@ mod tests {
         assert_eq!(node_id_of("/mesh/nodes/", b"/mesh/nodes/a/b"), None);
         assert_eq!(node_id_of("/mesh/nodes/", b"/other/n1"), None);
         assert_eq!(node_id_of("/mesh/nodes/", &[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn records_parse_back_and_foreign_keys_are_skipped() {
+        let keys = Keys::new("/mesh/");
+        let parse = |key: &[u8], mod_revision| keys.record_of(key, b"v", mod_revision);
+        assert_eq!(
+            parse(b"/mesh/records/a/b", 7),
+            Some(Record {
+                key: "a/b".into(),
+                value: b"v".to_vec(),
+                version: 7
+            })
+        );
+        assert_eq!(parse(b"/mesh/records/a//b", 7), None);
+        assert_eq!(parse(b"/mesh/records/\xff", 7), None);
+        assert_eq!(parse(b"/other/records/a", 7), None);
+        assert_eq!(parse(b"/mesh/records/a", 0), None);
+    }
+
+    #[test]
+    fn prefix_ends_bound_exactly_the_prefix() {
+        assert_eq!(prefix_end(b"/k/records/a/"), b"/k/records/a0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), [0]);
+        assert_eq!(prefix_end(b""), [0]);
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //! changing backends is configuration, not code. Placement decisions themselves are a pure
 //! function ([`placement`]) shared by both backends.
 
+pub mod accounts;
 pub mod any;
 pub mod etcd;
 pub mod memory;
 pub mod placement;
+pub mod records;
+pub mod room_records;
 
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::{ParticipantInfo, TrackInfo};
@@ -85,6 +88,13 @@ pub enum ControlError {
     Unavailable(String),
     #[error("control plane returned malformed data: {0}")]
     Malformed(String),
+    /// A conditional record write or delete found the record in another state than expected
+    /// (see [`records::Expect`]); the message names the key. Read again and retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A record key, prefix or value the store refuses (see [`records::check_record_key`]).
+    #[error("invalid input: {0}")]
+    Invalid(String),
 }
 
 /// The operations every backend offers. All are async because remote backends are; each one
@@ -168,4 +178,49 @@ pub trait ControlPlane: Send + Sync {
         &self,
         room: &RoomName,
     ) -> impl Future<Output = Result<Vec<RoomShare>, ControlError>> + Send;
+
+    /// The durable record at `key` (see [`records`]), if there is one. Fails with
+    /// [`ControlError::Invalid`] for a key [`records::check_record_key`] refuses.
+    fn get_record(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<records::Record>, ControlError>> + Send;
+
+    /// Writes the durable record at `key` if `expect` holds, and returns its new version. Fails
+    /// with [`ControlError::Conflict`] when `expect` does not hold (nothing is written), with
+    /// [`ControlError::Invalid`] for a refused key or a value over
+    /// [`records::MAX_RECORD_VALUE_LEN`]. After an `Unavailable` the write may or may not have
+    /// happened (a conditional write retried then may report a `Conflict` with itself): read
+    /// the record again to know.
+    fn put_record(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: records::Expect,
+    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
+
+    /// Deletes the durable record at `key` if `expect` holds; true if a record was deleted.
+    /// Deleting a missing key under [`records::Expect::Any`] (or `Absent`) is `Ok(false)`;
+    /// fails with [`ControlError::Conflict`] when `expect` does not hold.
+    fn delete_record(
+        &self,
+        key: &str,
+        expect: records::Expect,
+    ) -> impl Future<Output = Result<bool, ControlError>> + Send;
+
+    /// Every durable record whose key starts with `prefix` (a plain string prefix: `"a/"` lists
+    /// the records under `a`, `"a"` also `ab`), ordered by key (byte order); an empty prefix
+    /// lists them all. Fails with [`ControlError::Invalid`] for a prefix
+    /// [`records::check_record_prefix`] refuses.
+    fn list_records(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<records::Record>, ControlError>> + Send;
+
+    /// Deletes every durable record whose key starts with `prefix` (e.g. everything of a
+    /// tenant) and returns how many there were. `prefix` may not be empty.
+    fn delete_records(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
 }

@@ -1,12 +1,21 @@
 //! `MemoryControlPlane`: the single-process backend. Leases expire by an injected clock, so the
 //! behaviour is the same as a remote backend's and tests control time instead of sleeping.
+//!
+//! Registrations, placements and room shares live in memory only. Durable records and the mesh
+//! secret live in a `RecordStore` (`memory/store.rs`): in memory too by default, or kept in a file
+//! ([`MemoryControlPlane::persistent`]) so they survive a restart of the node.
+
+mod store;
 
 use crate::placement::{accepts_placements, choose_node};
+use crate::records::{Expect, Record};
 use crate::{ControlError, ControlPlane, Lease, NodeRecord, NodeView, RoomShare};
 use kaskade_proto::RoomName;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use store::RecordStore;
 use tokio::sync::watch;
 
 /// Where the backend reads the time.
@@ -35,6 +44,8 @@ pub struct MemoryControlPlane {
     clock: Clock,
     state: Mutex<State>,
     view: watch::Sender<NodeView>,
+    /// Durable records; its own lock, so a file write never holds up node registrations.
+    records: Mutex<RecordStore>,
     secret: [u8; 32],
 }
 
@@ -45,7 +56,26 @@ impl Default for MemoryControlPlane {
 }
 
 impl MemoryControlPlane {
+    /// A backend reading the time from `clock`, whose records and secret last as long as it.
     pub fn with_clock(clock: Clock) -> Self {
+        Self::with_store(clock, RecordStore::in_memory())
+    }
+
+    /// A backend whose durable records and mesh secret are kept in the file at `path` (see
+    /// `memory/store.rs` for the format): loaded from it when it exists, else a new secret is
+    /// made and the file created. Every record change rewrites the file (temporary file with
+    /// mode 0600, fsync, rename) before it returns. Fails with [`ControlError::Malformed`] when
+    /// the file is corrupt, [`ControlError::Unavailable`] when it cannot be read or written.
+    pub fn persistent(path: PathBuf) -> Result<Self, ControlError> {
+        Self::persistent_with_clock(path, Arc::new(Instant::now))
+    }
+
+    /// [`persistent`](Self::persistent) with the time read from `clock`.
+    pub fn persistent_with_clock(path: PathBuf, clock: Clock) -> Result<Self, ControlError> {
+        Ok(Self::with_store(clock, RecordStore::persistent(path)?))
+    }
+
+    fn with_store(clock: Clock, records: RecordStore) -> Self {
         Self {
             clock,
             state: Mutex::new(State::default()),
@@ -53,7 +83,8 @@ impl MemoryControlPlane {
                 nodes: BTreeMap::new(),
                 reachable: true,
             }),
-            secret: rand::random(),
+            secret: records.secret(),
+            records: Mutex::new(records),
         }
     }
 
@@ -67,6 +98,11 @@ impl MemoryControlPlane {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, RecordStore> {
+        // Every change undoes itself before returning an error, so a poisoned store is whole.
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn live(state: &State, now: Instant) -> impl Iterator<Item = &NodeRecord> + Clone {
@@ -249,6 +285,31 @@ impl ControlPlane for MemoryControlPlane {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn get_record(&self, key: &str) -> Result<Option<Record>, ControlError> {
+        self.records().get(key)
+    }
+
+    async fn put_record(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<u64, ControlError> {
+        self.records().put(key, value, expect)
+    }
+
+    async fn delete_record(&self, key: &str, expect: Expect) -> Result<bool, ControlError> {
+        self.records().delete(key, expect)
+    }
+
+    async fn list_records(&self, prefix: &str) -> Result<Vec<Record>, ControlError> {
+        self.records().list(prefix)
+    }
+
+    async fn delete_records(&self, prefix: &str) -> Result<u64, ControlError> {
+        self.records().delete_prefix(prefix)
     }
 }
 
