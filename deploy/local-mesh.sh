@@ -256,7 +256,8 @@ for n in "${NODES[@]}"; do
         --certs "$TMP/certs" \
         --etcd "$ETCD_URL" \
         --site-distance a:b=10 \
-        --drain-deadline-secs "$DRAIN_DEADLINE"
+        --drain-deadline-secs "$DRAIN_DEADLINE" \
+        --insecure-dev
 done
 
 node_ready() {

@@ -4,7 +4,7 @@
 //! come back as the same participant on another node. The actor knows only this trait; the node
 //! implements it over its control plane.
 
-use kaskade_proto::signal::ErrorCode;
+use kaskade_proto::signal::{ErrorCode, Role};
 use kaskade_proto::{ParticipantId, RoomName};
 
 /// What to do with a join.
@@ -23,6 +23,28 @@ pub enum Admission {
 pub struct ResumeClaim {
     pub participant: ParticipantId,
     pub name: String,
+    /// The role ceiling its first join was authorised with (see [`JoinGrant::ceiling`]).
+    pub ceiling: Option<Role>,
+}
+
+/// What access control allows a joining participant.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JoinGrant {
+    /// The authenticated user (for logs and audit); `None` without access control.
+    pub user: Option<String>,
+    /// The highest role the participant may be given at join; `None` without access control
+    /// (the room's own rules apply).
+    pub ceiling: Option<Role>,
+    /// The display name access control vouches for (an account's), used instead of the one the
+    /// client asked for.
+    pub name: Option<String>,
+}
+
+/// Why access control refused a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinDenied {
+    pub code: ErrorCode,
+    pub message: String,
 }
 
 /// The node's join policy.
@@ -33,8 +55,25 @@ pub trait JoinGate: Send + Sync {
     /// control plane is unreachable (the room already exists in the mesh).
     async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission;
 
-    /// A token the client can present to resume as `participant` of `room`.
-    fn issue_resume(&self, room: &RoomName, participant: &ParticipantId, name: &str) -> String;
+    /// Checks the access token a join presents for `room`. Without access control every join
+    /// is allowed with the room's own role rules.
+    async fn authorize(
+        &self,
+        _room: &RoomName,
+        _token: Option<&str>,
+    ) -> Result<JoinGrant, JoinDenied> {
+        Ok(JoinGrant::default())
+    }
+
+    /// A token the client can present to resume as `participant` of `room`, keeping the role
+    /// ceiling it was authorised with.
+    fn issue_resume(
+        &self,
+        room: &RoomName,
+        participant: &ParticipantId,
+        name: &str,
+        ceiling: Option<Role>,
+    ) -> String;
 
     /// Checks a resume token for `room`.
     fn verify_resume(&self, room: &RoomName, token: &str) -> Result<ResumeClaim, String>;
@@ -53,7 +92,13 @@ impl JoinGate for AdmitAll {
         Admission::Here
     }
 
-    fn issue_resume(&self, _room: &RoomName, _participant: &ParticipantId, _name: &str) -> String {
+    fn issue_resume(
+        &self,
+        _room: &RoomName,
+        _participant: &ParticipantId,
+        _name: &str,
+        _ceiling: Option<Role>,
+    ) -> String {
         String::new()
     }
 

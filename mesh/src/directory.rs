@@ -3,9 +3,10 @@
 //! counts for the admin API and metrics without a round trip to every actor.
 
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
+use crate::roles::RoleRequest;
 use crate::room::{MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
 use kaskade_proto::RoomName;
-use kaskade_proto::signal::{ParticipantInfo, Role};
+use kaskade_proto::signal::ParticipantInfo;
 use ractor::{Actor, ActorId, ActorRef};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -137,7 +138,7 @@ impl RoomDirectory {
         info: ParticipantInfo,
         sink: Option<MemberSink>,
         hidden: bool,
-        requested_role: Option<Role>,
+        role: RoleRequest,
     ) -> Result<(ActorRef<RoomMsg>, RoomSnapshot), RoomError> {
         let mut last_error = String::new();
         for _ in 0..2 {
@@ -146,7 +147,7 @@ impl RoomDirectory {
                 info: info.clone(),
                 sink: sink.clone(),
                 hidden,
-                requested_role,
+                role,
                 reply
             });
             match result {

@@ -9,6 +9,7 @@ use crate::directory::RoomDirectory;
 use crate::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
 };
+use crate::roles::RoleRequest;
 use crate::room::{MemberSink, RoomMsg};
 use kaskade_proto::signal::{
     ClientMessage, ErrorCode, LayerChoice, MediaKind, ModerationAction, PUBLISH_OFFER_REFUSED,
@@ -41,6 +42,17 @@ pub enum ParticipantMsg {
     Edge(EdgeEvent),
     /// The client's transport is gone: leave and stop.
     Disconnected,
+}
+
+/// The fields of a `join` message, as the session acts on them.
+struct JoinAsk {
+    room: RoomName,
+    name: String,
+    auto_subscribe: bool,
+    resume: Option<String>,
+    site: Option<String>,
+    requested_role: Option<Role>,
+    token: Option<String>,
 }
 
 pub struct ParticipantArgs {
@@ -179,10 +191,19 @@ impl ParticipantState {
             resume,
             site,
             role,
+            token,
         } = message
         {
             return self
-                .join(room, name, auto_subscribe, resume, site.as_deref(), role)
+                .join(JoinAsk {
+                    room,
+                    name,
+                    auto_subscribe,
+                    resume,
+                    site,
+                    requested_role: role,
+                    token,
+                })
                 .await;
         }
         if self.joined.is_none() {
@@ -438,32 +459,55 @@ impl ParticipantState {
     }
 
     /// Admits, redirects or refuses a join; true when the session is over (redirected).
-    async fn join(
-        &mut self,
-        room: RoomName,
-        name: String,
-        auto_subscribe: bool,
-        resume: Option<String>,
-        site: Option<&str>,
-        requested_role: Option<Role>,
-    ) -> bool {
+    async fn join(&mut self, ask: JoinAsk) -> bool {
+        let JoinAsk {
+            room,
+            name,
+            auto_subscribe,
+            resume,
+            site,
+            requested_role,
+            token,
+        } = ask;
+        let site = site.as_deref();
         if self.joined.is_some() {
             self.fail(ErrorCode::AlreadyJoined, "already in a room");
             return false;
         }
         let mut name = name.trim().to_owned();
-        if let Some(token) = &resume {
-            match self.gate.verify_resume(&room, token) {
+        let ceiling;
+        if let Some(resume_token) = &resume {
+            // A resume token is issued only after a join was authorised: it carries the
+            // ceiling, so a client whose access token expired meanwhile can come back.
+            match self.gate.verify_resume(&room, resume_token) {
                 Ok(claim) => {
                     info!(room = %room, participant = %claim.participant, "resuming participant");
                     self.participant = claim.participant;
                     name = claim.name;
+                    ceiling = claim.ceiling;
                 }
                 Err(reason) => {
                     self.fail(
                         ErrorCode::ResumeRejected,
                         format!("resume refused: {reason}"),
                     );
+                    return false;
+                }
+            }
+        } else {
+            match self.gate.authorize(&room, token.as_deref()).await {
+                Ok(grant) => {
+                    if let Some(user) = &grant.user {
+                        info!(room = %room, participant = %self.participant, %user, ceiling = ?grant.ceiling, "join authorised");
+                    }
+                    if let Some(vouched) = grant.name {
+                        name = vouched;
+                    }
+                    ceiling = grant.ceiling;
+                }
+                Err(denied) => {
+                    warn!(room = %room, participant = %self.participant, reason = %denied.message, "join unauthorised");
+                    self.fail(denied.code, denied.message);
                     return false;
                 }
             }
@@ -493,7 +537,10 @@ impl ParticipantState {
                 info.clone(),
                 Some(self.member_sink()),
                 false,
-                requested_role,
+                RoleRequest {
+                    requested: requested_role,
+                    ceiling,
+                },
             )
             .await
         {
@@ -510,7 +557,9 @@ impl ParticipantState {
                     auto_subscribe,
                     epoch: snapshot.epoch,
                 });
-                let resume_token = self.gate.issue_resume(&room, &self.participant, &info.name);
+                let resume_token =
+                    self.gate
+                        .issue_resume(&room, &self.participant, &info.name, ceiling);
                 self.role = snapshot.role;
                 self.roles = snapshot
                     .participants
@@ -866,7 +915,7 @@ mod tests {
         let info = ParticipantInfo::new(ParticipantId("pada".into()), "Ada");
         let sink = MemberSink::new(|_| {});
         rooms
-            .join(room, info, Some(sink), false, None)
+            .join(room, info, Some(sink), false, RoleRequest::default())
             .await
             .unwrap()
             .0

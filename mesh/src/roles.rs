@@ -15,13 +15,58 @@ pub struct JoinContext {
     pub settings: RoomSettings,
 }
 
+/// The role a joiner asks for and the highest one its access allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoleRequest {
+    pub requested: Option<Role>,
+    /// From access control: `Host` for a token with the moderate grant, `Speaker` with publish,
+    /// `Audience` otherwise. `None` without access control (`--insecure-dev`): the room's own
+    /// rules (first participant hosts, `host` while the room has none).
+    pub ceiling: Option<Role>,
+}
+
+impl RoleRequest {
+    pub fn open(requested: Option<Role>) -> Self {
+        Self {
+            requested,
+            ceiling: None,
+        }
+    }
+}
+
 /// The role granted at join, and why the one asked for was not granted (if it was not).
-pub fn role_at_join(requested: Option<Role>, room: JoinContext) -> (Role, Option<&'static str>) {
+pub fn role_at_join(request: RoleRequest, room: JoinContext) -> (Role, Option<&'static str>) {
     let default = if room.settings.only_hosts_publish {
         Role::Audience
     } else {
         Role::Speaker
     };
+    let requested = request.requested;
+    match request.ceiling {
+        None => {}
+        // A moderator's access makes it a host unless it asks for less.
+        Some(Role::Host) => return (requested.unwrap_or(Role::Host), None),
+        Some(Role::Speaker) => {
+            return match requested {
+                Some(Role::Host) => (default, Some("your access does not include hosting")),
+                Some(Role::Audience) => (Role::Audience, None),
+                Some(Role::Speaker) if default == Role::Audience => (
+                    Role::Audience,
+                    Some("only hosts publish in this room; raise your hand to be promoted"),
+                ),
+                _ => (default, None),
+            };
+        }
+        Some(Role::Audience) => {
+            let note = match requested {
+                Some(Role::Host | Role::Speaker) => {
+                    Some("your access lets you watch and listen; raise your hand to speak")
+                }
+                _ => None,
+            };
+            return (Role::Audience, note);
+        }
+    }
     match requested {
         Some(Role::Audience) => (Role::Audience, None),
         None if room.room_is_empty => (Role::Host, None),
@@ -117,13 +162,24 @@ mod tests {
 
     #[test]
     fn the_first_participant_hosts_unless_it_asks_for_less() {
-        assert_eq!(role_at_join(None, room(true, false, false)).0, Role::Host);
         assert_eq!(
-            role_at_join(Some(Role::Audience), room(true, false, false)).0,
+            role_at_join(RoleRequest::open(None), room(true, false, false)).0,
+            Role::Host
+        );
+        assert_eq!(
+            role_at_join(
+                RoleRequest::open(Some(Role::Audience)),
+                room(true, false, false)
+            )
+            .0,
             Role::Audience
         );
         assert_eq!(
-            role_at_join(Some(Role::Speaker), room(true, false, false)).0,
+            role_at_join(
+                RoleRequest::open(Some(Role::Speaker)),
+                room(true, false, false)
+            )
+            .0,
             Role::Speaker
         );
     }
@@ -131,10 +187,16 @@ mod tests {
     #[test]
     fn host_is_granted_only_while_the_room_has_none() {
         assert_eq!(
-            role_at_join(Some(Role::Host), room(false, false, false)),
+            role_at_join(
+                RoleRequest::open(Some(Role::Host)),
+                room(false, false, false)
+            ),
             (Role::Host, None)
         );
-        let (role, why) = role_at_join(Some(Role::Host), room(false, true, false));
+        let (role, why) = role_at_join(
+            RoleRequest::open(Some(Role::Host)),
+            room(false, true, false),
+        );
         assert_eq!(role, Role::Speaker);
         assert!(why.is_some());
     }
@@ -142,12 +204,61 @@ mod tests {
     #[test]
     fn only_hosts_publish_makes_newcomers_audience() {
         assert_eq!(
-            role_at_join(None, room(false, true, true)).0,
+            role_at_join(RoleRequest::open(None), room(false, true, true)).0,
             Role::Audience
         );
-        let (role, why) = role_at_join(Some(Role::Speaker), room(false, true, true));
+        let (role, why) = role_at_join(
+            RoleRequest::open(Some(Role::Speaker)),
+            room(false, true, true),
+        );
         assert_eq!(role, Role::Audience);
         assert!(why.unwrap().contains("raise your hand"));
+    }
+
+    #[test]
+    fn access_control_caps_the_role_at_join() {
+        let with = |requested, ceiling| RoleRequest {
+            requested,
+            ceiling: Some(ceiling),
+        };
+        // A host account hosts even a room that has one; an empty room does not make a
+        // participant account its host.
+        assert_eq!(
+            role_at_join(with(None, Role::Host), room(false, true, false)),
+            (Role::Host, None)
+        );
+        assert_eq!(
+            role_at_join(
+                with(Some(Role::Audience), Role::Host),
+                room(false, true, false)
+            )
+            .0,
+            Role::Audience
+        );
+        assert_eq!(
+            role_at_join(with(None, Role::Speaker), room(true, false, false)),
+            (Role::Speaker, None)
+        );
+        let (role, why) = role_at_join(
+            with(Some(Role::Host), Role::Speaker),
+            room(true, false, false),
+        );
+        assert_eq!(role, Role::Speaker);
+        assert!(why.unwrap().contains("hosting"));
+        assert_eq!(
+            role_at_join(with(None, Role::Speaker), room(false, true, true)).0,
+            Role::Audience
+        );
+        let (role, why) = role_at_join(
+            with(Some(Role::Speaker), Role::Audience),
+            room(true, false, false),
+        );
+        assert_eq!(role, Role::Audience);
+        assert!(why.is_some());
+        assert_eq!(
+            role_at_join(with(None, Role::Audience), room(true, false, false)),
+            (Role::Audience, None)
+        );
     }
 
     #[test]

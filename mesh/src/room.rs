@@ -10,7 +10,7 @@ use crate::core::DominantSpeakerDetector;
 use crate::core::dominant_speaker::NOISE_FLOOR_DBOV;
 use crate::directory::RoomDirectory;
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
-use crate::roles::{self, JoinContext, ListingChange};
+use crate::roles::{self, JoinContext, ListingChange, RoleRequest};
 use kaskade_proto::signal::{
     ErrorCode, ModerationAction, ParticipantInfo, Role, RoomSettings, ServerMessage, TrackInfo,
 };
@@ -63,7 +63,7 @@ pub enum RoomMsg {
         info: ParticipantInfo,
         sink: Option<MemberSink>,
         hidden: bool,
-        requested_role: Option<Role>,
+        role: RoleRequest,
         reply: RpcReplyPort<RoomSnapshot>,
     },
     Leave {
@@ -788,7 +788,7 @@ impl Actor for RoomActor {
                 mut info,
                 sink,
                 hidden,
-                requested_role,
+                role: role_request,
                 reply,
             } => {
                 // A participant coming back (resume) takes over its old session, here or on
@@ -809,7 +809,7 @@ impl Actor for RoomActor {
                         has_host: state.has_host(),
                         settings: state.settings,
                     };
-                    (info.role, note) = roles::role_at_join(requested_role, context);
+                    (info.role, note) = roles::role_at_join(role_request, context);
                 }
                 let mut snapshot = state.snapshot_for(info.role);
                 snapshot.role_note = note;

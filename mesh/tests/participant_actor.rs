@@ -3,14 +3,14 @@
 //! automatic subscription of the other participant.
 
 use kaskade_mesh::RoomDirectory;
-use kaskade_mesh::admission::{Admission, JoinGate, ResumeClaim};
+use kaskade_mesh::admission::{Admission, JoinDenied, JoinGate, JoinGrant, ResumeClaim};
 use kaskade_mesh::engine_api::{
     EngineCommand, EngineHandle, PublishOutcome, SubscribeOffer, TrackDescriptor,
 };
 use kaskade_mesh::participant::{
     ParticipantActor, ParticipantArgs, ParticipantMsg, ParticipantOutput,
 };
-use kaskade_proto::signal::{ErrorCode, MediaKind, ServerMessage, TrackSource};
+use kaskade_proto::signal::{ErrorCode, MediaKind, Role, ServerMessage, TrackSource};
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorRef};
 use std::collections::BTreeMap;
@@ -45,18 +45,56 @@ impl JoinGate for TestGate {
         }
     }
 
-    fn issue_resume(&self, _room: &RoomName, participant: &ParticipantId, _name: &str) -> String {
-        format!("resume:{participant}")
+    /// Room "guarded" needs token "watch" (audience at most, named "Watcher") or "teach" (host).
+    async fn authorize(
+        &self,
+        room: &RoomName,
+        token: Option<&str>,
+    ) -> Result<JoinGrant, JoinDenied> {
+        if room.as_str() != "guarded" {
+            return Ok(JoinGrant::default());
+        }
+        let (user, ceiling) = match token {
+            Some("watch") => ("watcher", Role::Audience),
+            Some("teach") => ("teacher", Role::Host),
+            _ => {
+                return Err(JoinDenied {
+                    code: ErrorCode::Unauthorized,
+                    message: "log in first".into(),
+                });
+            }
+        };
+        Ok(JoinGrant {
+            user: Some(user.into()),
+            ceiling: Some(ceiling),
+            name: (user == "watcher").then(|| "Watcher".into()),
+        })
+    }
+
+    fn issue_resume(
+        &self,
+        _room: &RoomName,
+        participant: &ParticipantId,
+        _name: &str,
+        ceiling: Option<Role>,
+    ) -> String {
+        match ceiling {
+            Some(Role::Audience) => format!("resume-audience:{participant}"),
+            _ => format!("resume:{participant}"),
+        }
     }
 
     fn verify_resume(&self, _room: &RoomName, token: &str) -> Result<ResumeClaim, String> {
-        token
-            .strip_prefix("resume:")
-            .map(|id| ResumeClaim {
-                participant: ParticipantId(id.into()),
-                name: "Again".into(),
-            })
-            .ok_or_else(|| "bad token".to_string())
+        let (id, ceiling) = if let Some(id) = token.strip_prefix("resume-audience:") {
+            (id, Some(Role::Audience))
+        } else {
+            (token.strip_prefix("resume:").ok_or("bad token")?, None)
+        };
+        Ok(ResumeClaim {
+            participant: ParticipantId(id.into()),
+            name: "Again".into(),
+            ceiling,
+        })
     }
 
     fn alternates(&self) -> Vec<String> {
@@ -307,6 +345,84 @@ async fn joins_are_redirected_or_refused_as_the_gate_says() {
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn access_control_refuses_or_caps_a_join_and_the_resume_token_keeps_the_cap() {
+    let (engine, _commands) = EngineHandle::new();
+    let rooms = RoomDirectory::new();
+    let mut eve = Client::start("peve", &engine, &rooms).await;
+    eve.say(r#"{"type":"join","room":"guarded","name":"Eve"}"#);
+    assert!(matches!(
+        eve.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::Unauthorized,
+            fatal: false,
+            ..
+        }
+    ));
+    eve.say(r#"{"type":"join","room":"guarded","name":"Eve","token":"forged"}"#);
+    assert!(matches!(
+        eve.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::Unauthorized,
+            ..
+        }
+    ));
+    assert!(
+        rooms.list().is_empty(),
+        "an unauthorised join opens no room"
+    );
+
+    // The first participant would host an open room; a watcher's access caps it at audience,
+    // and the account's name replaces the one asked for.
+    let mut ada = Client::start("pada", &engine, &rooms).await;
+    ada.say(r#"{"type":"join","room":"guarded","name":"Boss","role":"host","token":"watch"}"#);
+    let ServerMessage::Joined {
+        role,
+        participants,
+        resume_token,
+        ..
+    } = ada
+        .until(|m| matches!(m, ServerMessage::Joined { .. }).then(|| m.clone()))
+        .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(role, Role::Audience);
+    assert!(participants.is_empty());
+    assert_eq!(resume_token, "resume-audience:pada");
+    let mut teacher = Client::start("pteach", &engine, &rooms).await;
+    teacher.say(r#"{"type":"join","room":"guarded","name":"T","token":"teach"}"#);
+    let (role, listed) = teacher
+        .until(|m| match m {
+            ServerMessage::Joined {
+                role, participants, ..
+            } => Some((*role, participants.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        role,
+        Role::Host,
+        "the moderator's access hosts although the room is not empty"
+    );
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].name, "Watcher",
+        "the account's name, not the one asked for"
+    );
+
+    // Resuming with the audience token keeps the cap, no access token needed.
+    let mut again = Client::start("pnew", &engine, &rooms).await;
+    again.say(r#"{"type":"join","room":"guarded","name":"x","role":"host","resume":"resume-audience:pada"}"#);
+    let role = again
+        .until(|m| match m {
+            ServerMessage::Joined { role, .. } => Some(*role),
+            _ => None,
+        })
+        .await;
+    assert_eq!(role, Role::Audience);
 }
 
 #[tokio::test]

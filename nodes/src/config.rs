@@ -31,6 +31,71 @@ pub enum Command {
     /// Ask a node to drain: it takes no new placements, moves its browser participants to other
     /// nodes of its site and exits when empty (or after its drain deadline).
     Drain(DrainArgs),
+    /// Create and list tenants and accounts in the mesh's store (etcd, or a single node's
+    /// --data-dir while that node is stopped). Passwords come from KASKADE_PASSWORD or stdin.
+    Accounts(AccountsArgs),
+}
+
+/// Where `kaskade accounts` finds the store.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// A single node's data directory (the node must not be running).
+    #[arg(long, env = "KASKADE_DATA_DIR", conflicts_with = "etcd")]
+    pub data_dir: Option<PathBuf>,
+    /// etcd client URLs of the mesh.
+    #[arg(long, env = "KASKADE_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// Key prefix of the mesh in etcd.
+    #[arg(long, env = "KASKADE_ETCD_PREFIX", default_value = DEFAULT_ETCD_PREFIX)]
+    pub etcd_prefix: String,
+}
+
+#[derive(Args, Debug)]
+pub struct AccountsArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub action: AccountsAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountsAction {
+    /// Create a tenant (an organisation).
+    CreateTenant {
+        /// Its id: 1-32 of a-z, 0-9 and '-'.
+        #[arg(long)]
+        id: String,
+        /// Its display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Create an account: an operator (no --tenant) or a tenant_admin, host or participant of
+    /// a tenant. The password is read from KASKADE_PASSWORD, else from the first line of stdin.
+    CreateUser {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        user: String,
+        /// Display name (default: the user id).
+        #[arg(long)]
+        name: Option<String>,
+        /// operator, tenant_admin, host or participant.
+        #[arg(long)]
+        role: String,
+    },
+    /// List tenants, or the accounts of one tenant (operators without --tenant).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// List the tenants instead of accounts.
+        #[arg(long)]
+        tenants: bool,
+    },
+    /// Delete a tenant with its accounts and everything else it owns.
+    DeleteTenant {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -190,6 +255,20 @@ pub struct NodeArgs {
     /// (default 30).
     #[arg(long, env = "KASKADE_DRAIN_DEADLINE_SECS")]
     pub drain_deadline_secs: Option<u64>,
+    /// Run without access control (no login, anyone may open rooms, publish and watch), as a
+    /// development default. Refused unless every listening address is loopback.
+    #[arg(long, env = "KASKADE_INSECURE_DEV")]
+    pub insecure_dev: bool,
+    /// Directory for a single node's durable state (accounts, tenants, rooms) when there is no
+    /// etcd: `control.json` in it, locked while the node runs.
+    #[arg(long, env = "KASKADE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Bearer credential Prometheus presents on /metrics; without it, loopback scrapers only.
+    #[arg(long, env = "KASKADE_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+    /// Lifetime of a login's access token in seconds (default 1800).
+    #[arg(long, env = "KASKADE_TOKEN_LIFETIME_SECS")]
+    pub token_lifetime_secs: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -223,6 +302,11 @@ struct FileConfig {
     public_url: Option<String>,
     admin_token: Option<String>,
     drain_deadline_secs: Option<u64>,
+    #[serde(default)]
+    insecure_dev: bool,
+    data_dir: Option<PathBuf>,
+    metrics_token: Option<String>,
+    token_lifetime_secs: Option<u64>,
 }
 
 /// The resolved configuration a node runs with.
@@ -245,6 +329,11 @@ pub struct NodeConfig {
     pub public_url: Option<String>,
     pub admin_token: Option<String>,
     pub drain_deadline: Duration,
+    /// No access control (`--insecure-dev`, loopback only).
+    pub insecure_dev: bool,
+    pub data_dir: Option<PathBuf>,
+    pub metrics_token: Option<String>,
+    pub token_lifetime: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +348,40 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error(
+        "--insecure-dev turns access control off and is allowed on loopback addresses only; \
+         {what} {addr} is not loopback"
+    )]
+    InsecureDevNotLoopback { what: &'static str, addr: IpAddr },
+    #[error(
+        "access control keeps accounts, tenants and rooms in the control plane: give --data-dir DIR \
+         (a single node) or --etcd URLS (a mesh); to try Kaskade out on this machine, add \
+         --insecure-dev"
+    )]
+    NoDurableStore,
+}
+
+impl NodeConfig {
+    /// Refuses combinations that would weaken access control.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.insecure_dev {
+            let binds = [("--http", self.http.ip()), ("--rtc", self.rtc.ip())];
+            for (what, addr) in binds {
+                if !addr.is_loopback() {
+                    return Err(ConfigError::InsecureDevNotLoopback { what, addr });
+                }
+            }
+            if let Some(addr) = self.advertise.filter(|a| !a.is_loopback()) {
+                return Err(ConfigError::InsecureDevNotLoopback {
+                    what: "--advertise",
+                    addr,
+                });
+            }
+        } else if self.etcd.is_empty() && self.data_dir.is_none() {
+            return Err(ConfigError::NoDurableStore);
+        }
+        Ok(self)
+    }
 }
 
 impl NodeArgs {
@@ -329,7 +452,17 @@ impl NodeArgs {
                     .or(file.drain_deadline_secs)
                     .unwrap_or(30),
             ),
+            insecure_dev: self.insecure_dev || file.insecure_dev,
+            data_dir: self.data_dir.or(file.data_dir),
+            metrics_token: self.metrics_token.or(file.metrics_token),
+            token_lifetime: Duration::from_secs(
+                self.token_lifetime_secs
+                    .or(file.token_lifetime_secs)
+                    .unwrap_or(1800)
+                    .clamp(60, 24 * 3600),
+            ),
         })
+        .and_then(NodeConfig::checked)
     }
 }
 
@@ -346,6 +479,7 @@ mod tests {
         let args = NodeArgs {
             config: Some(path),
             site: Some("hamburg".into()),
+            insecure_dev: true,
             ..Default::default()
         };
         let cfg = args.resolve().unwrap();
@@ -371,6 +505,7 @@ mod tests {
         .unwrap();
         let cfg = NodeArgs {
             config: Some(path),
+            insecure_dev: true,
             ..Default::default()
         }
         .resolve()
@@ -391,5 +526,43 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn access_control_needs_a_store_and_insecure_dev_needs_loopback() {
+        let open = |http: &str| NodeArgs {
+            insecure_dev: true,
+            http: Some(http.parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(open("127.0.0.1:0").resolve().unwrap().insecure_dev);
+        assert!(matches!(
+            open("0.0.0.0:8080").resolve(),
+            Err(ConfigError::InsecureDevNotLoopback { what: "--http", .. })
+        ));
+        assert!(matches!(
+            NodeArgs {
+                advertise: Some("192.0.2.1".parse().unwrap()),
+                ..open("127.0.0.1:0")
+            }
+            .resolve(),
+            Err(ConfigError::InsecureDevNotLoopback {
+                what: "--advertise",
+                ..
+            })
+        ));
+        assert!(matches!(
+            NodeArgs::default().resolve(),
+            Err(ConfigError::NoDurableStore)
+        ));
+        let enforced = NodeArgs {
+            data_dir: Some("/tmp/kaskade-data".into()),
+            http: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert!(!enforced.insecure_dev);
+        assert_eq!(enforced.token_lifetime, Duration::from_secs(1800));
     }
 }

@@ -1,9 +1,12 @@
 //! The Kaskade node: wires signalling (axum), the WebRTC edge, the mesh actors and the control plane
 //! together. `main.rs` and the end-to-end test binary both call [`run_cli`].
 
+pub mod accounts_cli;
+pub mod auth;
 pub mod certs;
 pub mod cluster;
 pub mod config;
+pub mod data_dir;
 pub mod edge;
 pub mod http;
 pub mod metrics;
@@ -49,6 +52,13 @@ pub fn run_cli() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Accounts(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(accounts_cli::run(args))
         }
         Command::Drain(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -102,17 +112,47 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The access policy the configuration asks for.
+fn access_control(
+    config: &NodeConfig,
+    control: &Arc<AnyControlPlane>,
+    mesh_secret: &[u8],
+) -> auth::access::AccessControl {
+    use auth::access::{AccessControl, Enforcer};
+    if config.insecure_dev {
+        tracing::warn!(node = %config.node_id, "access control is OFF (--insecure-dev): anyone reaching this node may open rooms, publish and watch");
+        return AccessControl::Open;
+    }
+    AccessControl::Enforced(Box::new(Enforcer {
+        tokens: auth::tokens::TokenAuthority::new(mesh_secret),
+        control: control.clone(),
+        accounts: kaskade_control::accounts::AccountDirectory::new(control.clone()),
+        metrics_token: config.metrics_token.clone(),
+        login_token_lifetime: config.token_lifetime,
+    }))
+}
+
 /// How long open connections get to finish after the node decided to stop.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Builds the control plane the configuration asks for.
-async fn control_plane(config: &NodeConfig) -> anyhow::Result<AnyControlPlane> {
+/// Builds the control plane the configuration asks for; with `--data-dir`, also the lock on
+/// the directory, to be held while the node runs.
+async fn control_plane(
+    config: &NodeConfig,
+) -> anyhow::Result<(AnyControlPlane, Option<data_dir::DataDirLock>)> {
     if config.etcd.is_empty() {
-        let memory = MemoryControlPlane::default();
+        let (memory, lock) = match &config.data_dir {
+            Some(dir) => {
+                let (store, lock) = data_dir::open(dir)?;
+                (store, Some(lock))
+            }
+            None => (MemoryControlPlane::default(), None),
+        };
         for peer in &config.peers {
             memory.add_static_node(static_peer_record(peer));
         }
-        return Ok(AnyControlPlane::Memory(memory));
+        return Ok((AnyControlPlane::Memory(memory), lock));
     }
     let options = EtcdOptions {
         endpoints: config.etcd.clone(),
@@ -122,7 +162,7 @@ async fn control_plane(config: &NodeConfig) -> anyhow::Result<AnyControlPlane> {
     let etcd = EtcdControlPlane::connect(options)
         .await
         .with_context(|| format!("connecting to etcd at {}", config.etcd.join(",")))?;
-    Ok(AnyControlPlane::Etcd(etcd))
+    Ok((AnyControlPlane::Etcd(etcd), None))
 }
 
 fn static_peer_record(peer: &config::PeerSpec) -> NodeRecord {
@@ -140,7 +180,8 @@ fn static_peer_record(peer: &config::PeerSpec) -> NodeRecord {
 /// Runs one node until it is stopped (Ctrl-C twice, or SIGTERM / drain once the drain is done).
 pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
-    let control = Arc::new(control_plane(&config).await?);
+    let (control, _data_dir_lock) = control_plane(&config).await?;
+    let control = Arc::new(control);
     let mesh_secret = control
         .mesh_secret()
         .await
@@ -231,7 +272,9 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await;
     let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
+    let access = Arc::new(access_control(&config, &control, &mesh_secret));
     let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics)
+        .with_access(access)
         .with_relay(relay_handle)
         .with_cluster(
             cluster.clone(),

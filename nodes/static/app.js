@@ -2,6 +2,8 @@
 // proto/src/signal.rs and docs/signalling.md), publishes microphone, camera and screen on a
 // client-offered *publish* RTCPeerConnection and receives everyone else's tracks on a node-offered
 // *subscribe* RTCPeerConnection. Plain browser JavaScript, no build step, no external resources.
+// With access control on the node, every `join` carries an access token: from the page's
+// `?token=` (an invite link) or from a login (`POST /api/login`) kept in sessionStorage.
 'use strict';
 
 (function () {
@@ -30,6 +32,12 @@
   const MAX_REDIRECTS = 3; // redirects followed per join attempt (a loop guard)
   const STALE_TILE_MS = 4000; // keep a remote video's last frame this long while its successor comes
   const REPAIR_MIN_INTERVAL_MS = 15000; // rejoin to repair a broken subscribe connection at most this often
+  // Access control (nodes/src/auth): login answers, token storage, what the node calls roles.
+  const AUTH_STORAGE_KEY = 'kaskade.auth'; // sessionStorage: this tab's login, see storeAuth()
+  const ACCOUNT_ROLES = ['operator', 'tenant_admin', 'host', 'participant', 'guest'];
+  const GRANTS = ['publish', 'subscribe', 'moderate', 'create_rooms', 'admin'];
+  const MAX_TOKEN_LEN = 4096; // the node refuses longer access tokens
+  const MAX_TIMER_MS = 2147483647; // setTimeout's limit (~24.8 days)
   const CAMERA_ENCODINGS = [
     { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
     { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
@@ -181,6 +189,26 @@
   let mediaGenerations = 0; // counts tracks given to tiles, see stats().mediaGeneration
   let lastState = 'idle';
   let siteParam = null; // `?site=` of the page: the site the user wants to be served from
+  let auth = null; // the access token the page sends and who it says we are, see authRecord()
+  let urlToken = null; // `?token=` of the page (an invite link) until it expires, fails or we log out
+  let loginRequired = false; // the node answered `unauthorized` and no login succeeded since
+  let pendingJoin = false; // join again as soon as a login succeeds
+  let loginBusy = false; // a POST /api/login is under way
+  let authTimer = null; // drops the token when it expires
+  let typedName = null; // the name typed in the form while an account's name replaces it
+  let authGone = ''; // why the page has no token any more (it expired), for the login form
+  /** What kaskade.auth shows: one object, kept current (see syncAuthView()). */
+  const authView = {
+    loggedIn: false,
+    user: null,
+    role: null,
+    tenant: null,
+    name: null,
+    source: null, // 'login' (POST /api/login) | 'invite' (`?token=`) | null
+    expiresAt: null, // unix seconds, or null when unknown
+    loginRequired: false,
+    loginShown: false,
+  };
 
   /**
    * One call, from Join to Leave (or a fatal error). It survives moves between nodes: the local
@@ -211,6 +239,7 @@
       firstFrameAt: null, // performance.now() of the first remote video frame after that move
       awaitingFrame: false,
       repairedAt: null, // performance.now() of the latest rejoin to repair the session
+      tokenSent: null, // the access token of the latest `join` sent (to tell which one a refusal is about)
     };
   }
 
@@ -262,6 +291,11 @@
     ui.join.disabled = s === 'joining';
     ui.join.textContent = s === 'joining' ? 'Joining\u2026' : s === 'left' || s === 'removed' ? 'Join again' : 'Join';
     if (s === 'joining') ui.joinNote.textContent = '';
+    if (inCall) {
+      // The node took us in: whatever asked for a login is over.
+      loginRequired = false;
+      hideLogin();
+    }
     if (s === 'left') ui.joinNote.textContent = 'You left the room.';
     if (!inCall) {
       ui.roleLabel.hidden = true;
@@ -333,6 +367,394 @@
   }
 
   // ---------------------------------------------------------------------------------------------
+  // Access control: the access token, login, logout
+  // ---------------------------------------------------------------------------------------------
+
+  const nowSecs = () => Date.now() / 1000;
+
+  /** "room x does not exist; …" -> "Room x does not exist; ….": a node's message as a sentence. */
+  function sentence(text) {
+    const t = String(text || '').trim();
+    if (!t) return t;
+    const s = t[0].toUpperCase() + t.slice(1);
+    return /[.!?]$/.test(s) ? s : `${s}.`;
+  }
+
+  /** The claims of a JWT, unverified (the node checks them): for display and expiry only. */
+  function tokenClaims(token) {
+    const parts = token.split('.');
+    if (parts.length !== 3) return null;
+    try {
+      const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+      const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+      const v = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (ch) => ch.charCodeAt(0))));
+      return isObj(v) ? v : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  /**
+   * An access token and who it says we are, from a login answer (or its stored copy) or from an
+   * invite token's claims; null if malformed. `source`: 'login' | 'invite'.
+   */
+  function authRecord(v, source) {
+    if (!isObj(v) || !isStr(v.token) || !v.token || v.token.length > MAX_TOKEN_LEN) return null;
+    const exp = v.expires_at;
+    const grants = {};
+    for (const g of GRANTS) grants[g] = isObj(v.grants) && v.grants[g] === true;
+    return {
+      token: v.token,
+      source,
+      expiresAt: typeof exp === 'number' && Number.isFinite(exp) ? exp : null,
+      user: isStr(v.user) && v.user ? v.user : null,
+      tenant: isStr(v.tenant) && v.tenant ? v.tenant : null, // none for operators
+      name: isStr(v.name) ? v.name : '',
+      role: ACCOUNT_ROLES.includes(v.role) ? v.role : null,
+      room: isStr(v.room) && v.room ? v.room : null, // invites are good for one room
+      grants,
+    };
+  }
+
+  /** The auth record of a `?token=` (an invite link from a host). */
+  function inviteRecord(token) {
+    const c = tokenClaims(token) || {};
+    const v = { token, expires_at: c.exp, user: c.sub, tenant: c.tenant, name: c.name, role: c.role, room: c.room };
+    return authRecord(Object.assign(v, { grants: c.grants }), 'invite');
+  }
+
+  const expired = (a) => a.expiresAt !== null && a.expiresAt <= nowSecs();
+
+  /** This tab's login from sessionStorage: {auth, expired} (an expired one is dropped). */
+  function loadStoredAuth() {
+    let v = null;
+    try {
+      const raw = window.sessionStorage.getItem(AUTH_STORAGE_KEY);
+      v = raw ? JSON.parse(raw) : null;
+    } catch (_) {
+      v = null; // storage off, or not JSON: as if there were none
+    }
+    const a = authRecord(v, 'login');
+    if (v !== null && (!a || expired(a))) {
+      clearStoredAuth();
+      return { auth: null, expired: !!a };
+    }
+    return { auth: a, expired: false };
+  }
+
+  /** Keeps a login's answer for this tab (the token and who we are; never the password). */
+  function storeAuth(a) {
+    const v = { token: a.token, expires_at: a.expiresAt, user: a.user, tenant: a.tenant, name: a.name, role: a.role, grants: a.grants };
+    try {
+      window.sessionStorage.setItem(AUTH_STORAGE_KEY, JSON.stringify(v));
+    } catch (e) {
+      console.warn('kaskade: cannot keep the login in sessionStorage', describe(e));
+    }
+  }
+
+  function clearStoredAuth() {
+    try {
+      window.sessionStorage.removeItem(AUTH_STORAGE_KEY);
+    } catch (_) {
+      /* storage off */
+    }
+  }
+
+  /** Takes `?token=` out of the address bar (a reload then uses this tab's login, if any). */
+  function dropUrlToken() {
+    try {
+      const u = new URL(window.location.href);
+      if (!u.searchParams.has('token')) return;
+      u.searchParams.delete('token');
+      window.history.replaceState(window.history.state, '', u.toString());
+    } catch (_) {
+      /* no history API */
+    }
+  }
+
+  /** Makes `a` (or none) the token the page sends; drops it again when it expires. */
+  function setAuth(a) {
+    auth = a || null;
+    if (auth) authGone = '';
+    if (authTimer) clearTimeout(authTimer);
+    authTimer = null;
+    if (auth && auth.expiresAt !== null) {
+      const it = auth;
+      const ms = Math.max(0, it.expiresAt * 1000 - Date.now()) + 500;
+      authTimer = setTimeout(() => {
+        authTimer = null;
+        if (auth !== it) return;
+        if (expired(it)) authExpired();
+        else setAuth(it); // a longer wait than one timer allows
+      }, Math.min(ms, MAX_TIMER_MS));
+    }
+    renderAuth();
+    applyAccountName();
+  }
+
+  /** The access token for the next `join`, or null; an expired one is dropped first. */
+  function accessToken() {
+    if (auth && expired(auth)) authExpired();
+    return auth ? auth.token : null;
+  }
+
+  /** Stops using `a`: an invite leaves the URL (this tab's login takes over), a login the storage. */
+  function forgetAuth(a) {
+    if (a.source === 'invite') {
+      urlToken = null;
+      dropUrlToken();
+      setAuth(loadStoredAuth().auth);
+    } else {
+      clearStoredAuth();
+      setAuth(null);
+    }
+  }
+
+  /** The token's time is up: forget it and ask for a login (unless this tab's login takes over). */
+  function authExpired() {
+    const a = auth;
+    if (!a) return;
+    console.info(`kaskade: the ${a.source === 'invite' ? 'invite link' : 'login'} has expired`);
+    forgetAuth(a);
+    if (auth) return;
+    authGone =
+      a.source === 'invite'
+        ? 'This invite link has expired. Ask the host for a new one, or log in.'
+        : 'Your login has expired. Log in again.';
+    showLogin(authGone);
+  }
+
+  /** "Logged in as Ada (host, school)"; an invite: "Invited as guest (school, room r1)". */
+  function authText(a) {
+    if (a.source === 'invite' && (a.role === 'guest' || !a.role || !a.name)) {
+      const where = [a.tenant, a.room ? `room ${a.room}` : null].filter(Boolean);
+      return `Invited as ${a.role || 'guest'}${where.length ? ` (${where.join(', ')})` : ''}`;
+    }
+    const details = [a.role || 'unknown role', a.tenant].filter(Boolean);
+    return `Logged in as ${a.name || a.user || '?'} (${details.join(', ')})`;
+  }
+
+  function renderAuth() {
+    const a = auth;
+    ui.loginStatus.hidden = !a;
+    ui.logout.hidden = !a;
+    ui.loginStatus.textContent = a ? authText(a) : '';
+    ui.loginStatus.title = a && a.expiresAt !== null ? `Valid until ${new Date(a.expiresAt * 1000).toLocaleString()}` : '';
+    syncAuthView();
+  }
+
+  /** Brings kaskade.auth up to date. */
+  function syncAuthView() {
+    const a = auth;
+    authView.loggedIn = !!a;
+    authView.user = a ? a.user : null;
+    authView.role = a ? a.role : null;
+    authView.tenant = a ? a.tenant : null;
+    authView.name = a ? a.name : null;
+    authView.source = a ? a.source : null;
+    authView.expiresAt = a ? a.expiresAt : null;
+    authView.loginRequired = loginRequired;
+    authView.loginShown = !!ui.loginForm && !ui.loginForm.hidden;
+  }
+
+  /** Accounts join under their own name (the node uses it); guests choose theirs. */
+  function applyAccountName() {
+    const a = auth;
+    const account = a && a.role && a.role !== 'guest' && a.name ? Array.from(a.name).slice(0, MAX_NAME_LEN).join('') : null;
+    if (account) {
+      if (typedName === null) typedName = ui.name.value;
+      ui.name.value = account;
+      ui.name.readOnly = true;
+      ui.name.title = 'Your account\u2019s name: the node uses it';
+    } else if (typedName !== null) {
+      ui.name.value = typedName;
+      typedName = null;
+      ui.name.readOnly = false;
+      ui.name.title = '';
+    }
+  }
+
+  /** Shows the login form; `reason` (if given) says why, '' restores the default text. */
+  function showLogin(reason) {
+    const wasHidden = ui.loginForm.hidden;
+    ui.loginForm.hidden = false;
+    if (reason !== undefined) ui.loginReason.textContent = reason || ui.loginReasonDefault;
+    ui.loginError.textContent = '';
+    syncAuthView();
+    if (wasHidden && lastState !== 'joined') focusLogin();
+  }
+
+  function hideLogin() {
+    ui.loginForm.hidden = true;
+    ui.loginError.textContent = '';
+    ui.loginPassword.value = '';
+    syncAuthView();
+  }
+
+  function focusLogin() {
+    if (ui.loginUser.value) ui.loginPassword.focus();
+    else (ui.loginTenant.value ? ui.loginUser : ui.loginTenant).focus();
+  }
+
+  /**
+   * The node wants an access token (none, expired, invalid, or not good for this room): ends the
+   * attempt without an error banner, shows the login form and joins again once a login succeeds.
+   */
+  function loginToJoin(c, s, message) {
+    const sent = c.tokenSent;
+    let reason;
+    let retry = false;
+    if (!sent) {
+      reason = authGone || 'This server needs an account: log in (or use an invite link from a host) to join a room.';
+    } else if (auth && auth.token === sent && /expired|invalid|longer than/i.test(message)) {
+      // The token itself is no good (not just for this room): stop sending it.
+      const invite = auth.source === 'invite';
+      forgetAuth(auth);
+      // An invite that failed gives way to this tab's login, if there is one: try that once.
+      retry = !!auth && auth.token !== sent;
+      reason = `${sentence(message)} ${invite ? 'Ask the host for a new invite link, or log in.' : 'Log in again.'}`;
+    } else {
+      reason = `${sentence(message)} Log in with another account, or ask the host for an invite link.`;
+    }
+    console.warn(`kaskade: the node wants a login to join ${c.room}: ${message}`);
+    closeTransport(s);
+    cancelLink(c);
+    c.ended = true;
+    if (sess) teardown(sess);
+    stopMedia(c);
+    delete document.body.dataset.moving;
+    if (retry) {
+      join();
+      return;
+    }
+    loginRequired = true;
+    pendingJoin = true;
+    setState('unauthorized');
+    setStatus('Log in to join');
+    ui.joinNote.textContent = `Log in to join room \u201c${c.room}\u201d.`;
+    showLogin(reason);
+  }
+
+  /** POST /api/login: {ok: true, auth} or {ok: false, error} (a message for the user). */
+  async function requestLogin(tenant, user, password) {
+    const body = { user, password };
+    if (tenant) body.tenant = tenant;
+    let resp;
+    try {
+      resp = await fetch(new URL('api/login', window.location.href).toString(), {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+        cache: 'no-store',
+        credentials: 'same-origin',
+      });
+    } catch (e) {
+      return { ok: false, error: `Could not reach the server: ${describe(e)}` };
+    }
+    if (resp.ok) {
+      let v = null;
+      try {
+        v = await resp.json();
+      } catch (_) {
+        v = null;
+      }
+      const a = authRecord(v, 'login');
+      return a ? { ok: true, auth: a } : { ok: false, error: 'The server sent an invalid login answer.' };
+    }
+    if (resp.status === 401) return { ok: false, error: 'Wrong user, organisation or password' };
+    if (resp.status === 429) {
+      // Retry-After: seconds (what the node sends) or an HTTP date.
+      const h = (resp.headers.get('Retry-After') || '').trim();
+      let secs = /^\d+$/.test(h) ? Number(h) : NaN;
+      if (!Number.isFinite(secs) && h && Number.isFinite(Date.parse(h))) secs = Math.max(0, Math.ceil((Date.parse(h) - Date.now()) / 1000));
+      if (Number.isFinite(secs)) return { ok: false, error: `Too many failed logins; try again in ${secs} s` };
+    }
+    let text = '';
+    try {
+      text = (await resp.text()).trim();
+    } catch (_) {
+      text = '';
+    }
+    return { ok: false, error: text ? text.slice(0, 500) : `Login failed (HTTP ${resp.status}).` };
+  }
+
+  /** The login form's submit: logs in, keeps the token for this tab, joins again if refused before. */
+  async function submitLogin() {
+    if (loginBusy) return false;
+    const tenant = ui.loginTenant.value.trim().toLowerCase(); // organisation ids are lower case
+    const user = ui.loginUser.value.trim();
+    if (!user) {
+      ui.loginError.textContent = 'Enter your user id.';
+      ui.loginUser.focus();
+      return false;
+    }
+    if (!ui.loginPassword.value) {
+      ui.loginError.textContent = 'Enter your password.';
+      ui.loginPassword.focus();
+      return false;
+    }
+    const password = ui.loginPassword.value;
+    ui.loginPassword.value = ''; // the page keeps the password no longer than the request
+    ui.loginTenant.value = tenant;
+    loginBusy = true;
+    ui.loginSubmit.disabled = true;
+    ui.loginSubmit.textContent = 'Logging in\u2026';
+    ui.loginError.textContent = '';
+    let r;
+    try {
+      r = await requestLogin(tenant, user, password);
+    } finally {
+      loginBusy = false;
+      ui.loginSubmit.disabled = false;
+      ui.loginSubmit.textContent = 'Log in';
+    }
+    if (!r.ok) {
+      console.warn(`kaskade: login of ${tenant ? `${tenant}/` : ''}${user} failed: ${r.error}`);
+      ui.loginError.textContent = r.error;
+      ui.loginPassword.focus();
+      return false;
+    }
+    console.info(`kaskade: logged in as ${r.auth.user || user} (${r.auth.role || '?'})`);
+    onLoggedIn(r.auth);
+    return true;
+  }
+
+  function onLoggedIn(a) {
+    storeAuth(a);
+    if (urlToken) {
+      // An explicit login wins over the invite link; a reload keeps it.
+      urlToken = null;
+      dropUrlToken();
+    }
+    loginRequired = false;
+    setAuth(a);
+    hideLogin();
+    const again = pendingJoin;
+    pendingJoin = false;
+    if (again && (!call || call.ended)) join();
+    else if (lastState !== 'joined') (ui.room.value ? ui.join : ui.room).focus();
+  }
+
+  /** Log out: leaves the room if in one, forgets the token (login or invite), shows the login form. */
+  function logout() {
+    const a = auth;
+    if (call && !call.ended) leave();
+    pendingJoin = false;
+    clearStoredAuth();
+    if (urlToken) {
+      urlToken = null;
+      dropUrlToken();
+    }
+    setAuth(null);
+    if (a && a.source === 'login') {
+      ui.loginTenant.value = a.tenant || '';
+      ui.loginUser.value = a.user || '';
+    }
+    console.info('kaskade: logged out');
+    showLogin('You logged out. Log in to join a room.');
+  }
+
+  // ---------------------------------------------------------------------------------------------
   // Join / leave / socket lifecycle
   // ---------------------------------------------------------------------------------------------
 
@@ -349,6 +771,8 @@
 
   function join() {
     if (call && !call.ended) return;
+    accessToken(); // an expired token is dropped here (and the login form shown)
+    applyAccountName();
     const room = ui.room.value.trim();
     const name = ui.name.value.trim();
     if (!room || !name) {
@@ -374,6 +798,11 @@
   /** The `join` message for the call's next attempt (with `resume` once a node gave a token). */
   function joinMessage(c) {
     const m = { type: 'join', room: c.room, name: c.name, auto_subscribe: true };
+    // Every join carries the access token, redirects and moves included (a resume join would
+    // not need it, but the node may refuse the resume and take us as a new participant).
+    const token = accessToken();
+    c.tokenSent = token;
+    if (token) m.token = token;
     if (c.resumeToken) m.resume = c.resumeToken;
     if (c.site) m.site = c.site;
     if (c.requestedRole) m.role = c.requestedRole;
@@ -517,8 +946,15 @@
       c.resumeToken = '';
       if (send(s, joinMessage(c))) return;
     }
+    if (code === 'unauthorized') {
+      // Not fatal: log in (the login form comes up) and the page joins again by itself.
+      loginToJoin(c, s, message);
+      return;
+    }
+    // `unknown_room`: only hosts open rooms; the node says so ("… a host has to open it first").
+    const why = code === 'unknown_room' ? sentence(message) : `Could not join: ${message} [${code}]`;
     attemptFailed(c, s, {
-      why: `Could not join: ${message} [${code}]`,
+      why,
       unavailable: code === 'unavailable',
       refused: true,
     });
@@ -2571,6 +3007,22 @@
       startPublishing(s, true).catch((e) => console.warn('kaskade: forced publish failed', e));
       return true;
     },
+    /**
+     * Access control: {loggedIn, user, role, tenant, name, source ('login' | 'invite' | null),
+     * expiresAt (unix s), loginRequired (the node answered `unauthorized`), loginShown}. One
+     * object, kept current.
+     */
+    get auth() {
+      return authView;
+    },
+    /** Logs in as the login form does (resolves to true on success); for tests. */
+    login(tenant, user, password) {
+      ui.loginTenant.value = tenant || '';
+      ui.loginUser.value = user || '';
+      ui.loginPassword.value = password || '';
+      return submitLogin();
+    },
+    logout: () => logout(),
     stats,
     setLayer,
     join: () => join(),
@@ -2625,12 +3077,29 @@
     ui.handQueue = $('#hand-queue');
     ui.handCount = $('#hand-count');
     ui.handEmpty = $('#hand-empty');
+    ui.loginForm = $('#login-form');
+    ui.loginReason = $('#login-reason');
+    ui.loginReasonDefault = ui.loginReason.textContent;
+    ui.loginTenant = $('#login-tenant');
+    ui.loginUser = $('#login-user');
+    ui.loginPassword = $('#login-password');
+    ui.loginSubmit = $('#login-submit');
+    ui.loginError = $('#login-error');
+    ui.loginStatus = $('#login-status');
+    ui.logout = $('#logout');
 
     ui.joinForm.addEventListener('submit', (ev) => {
       ev.preventDefault();
       join();
     });
     ui.leave.addEventListener('click', leave);
+    ui.loginForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      submitLogin().catch((e) => {
+        ui.loginError.textContent = `Login failed: ${describe(e)}`;
+      });
+    });
+    ui.logout.addEventListener('click', logout);
     ui.muteMic.addEventListener('click', toggleMic);
     ui.toggleCam.addEventListener('click', toggleCam);
     ui.shareScreen.addEventListener('click', () => {
@@ -2668,11 +3137,29 @@
     const site = params.get('site');
     if (site && site.length <= 64 && !site.includes('/')) siteParam = site;
 
+    // The access token: `?token=` (an invite link) first, else this tab's earlier login, else none
+    // (fine with an --insecure-dev node; one with access control answers `unauthorized`).
+    const token = params.get('token');
+    if (token && token.length <= MAX_TOKEN_LEN) urlToken = token;
+    const stored = loadStoredAuth();
+    setAuth(urlToken ? inviteRecord(urlToken) : stored.auth);
+    if (auth && auth.source === 'invite' && auth.room && !ui.room.value) ui.room.value = auth.room;
+
     setState('idle');
     setStatus('Not connected');
     updateControls();
-    if (params.get('autojoin') === '1') ui.join.click();
-    else (ui.room.value ? ui.name : ui.room).focus();
+    if (!urlToken && stored.expired) {
+      authGone = 'Your login has expired. Log in again.';
+      showLogin(authGone);
+    }
+    accessToken(); // an invite that has expired already gives way to this tab's login, or asks for one
+    const loginFirst = params.get('login') === '1';
+    if (loginFirst && ui.loginForm.hidden) showLogin('');
+    if (params.get('autojoin') === '1') {
+      // With ?login=1 and no token yet, join once logged in.
+      if (loginFirst && !auth) pendingJoin = true;
+      else ui.join.click();
+    } else if (ui.loginForm.hidden) (ui.room.value ? ui.name : ui.room).focus();
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);

@@ -199,6 +199,10 @@ pub enum ClientMessage {
         /// `only_hosts_publish`).
         #[serde(default)]
         role: Option<Role>,
+        /// Access token (from login or an invite link). Required unless the node runs with
+        /// `--insecure-dev`; not needed with a valid `resume` token.
+        #[serde(default)]
+        token: Option<String>,
     },
     /// Offer for the publish connection. `sources` maps the offer's m-line `mid`s to what each
     /// track carries, so other participants can tell the camera from the screen.
@@ -420,6 +424,11 @@ pub enum ErrorCode {
     UnknownParticipant,
     /// A host removed you from the room (fatal).
     Removed,
+    /// No access token, or one that is invalid, expired or not good for this room. Log in (or
+    /// ask the host for a new invite) and join again.
+    Unauthorized,
+    /// The room does not exist (for you): a host has to open it first.
+    UnknownRoom,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].
@@ -497,10 +506,17 @@ impl ClientMessage {
     fn check_limits(&self) -> Result<(), String> {
         match self {
             ClientMessage::Join {
-                name, resume, site, ..
+                name,
+                resume,
+                site,
+                token,
+                ..
             } => {
                 if resume.as_ref().is_some_and(|r| r.len() > 4096) {
                     return Err("resume token is longer than 4096 bytes".into());
+                }
+                if token.as_ref().is_some_and(|t| t.len() > 4096) {
+                    return Err("access token is longer than 4096 bytes".into());
                 }
                 if site
                     .as_ref()
@@ -572,8 +588,14 @@ mod tests {
                 resume: None,
                 site: None,
                 role: None,
+                token: None,
             }
         );
+        let long = format!(
+            r#"{{"type":"join","room":"r1","name":"Ada","token":"{}"}}"#,
+            "x".repeat(4097)
+        );
+        assert!(ClientMessage::decode(&long).is_err());
     }
 
     #[test]

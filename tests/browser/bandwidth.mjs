@@ -4,6 +4,7 @@
 //
 // Usage: node bandwidth.mjs --url URL --room ROOM --pages publisher,viewer|viewer
 //                           [--seconds N] [--artifacts DIR] [--chromium PATH] [--tag NAME]
+//                           [--publisher-token T] [--viewer-token T]   (access tokens, as ?token=)
 // Prints JSON lines: {"event":"joined","page":…}, then per viewer page every 500 ms
 // {"event":"sample","page":…,"t_ms":…,"width":…,"height":…,"frames":…,"estimate_bps":…}
 // and at the end {"event":"result","ok":…}.
@@ -17,7 +18,13 @@ import path from 'node:path';
 const SAMPLE_MS = 500;
 
 function parseArgs(argv) {
-  return parseOptions(argv, { pages: 'viewer', seconds: 60, tag: 'bw' });
+  return parseOptions(argv, {
+    pages: 'viewer',
+    seconds: 60,
+    tag: 'bw',
+    'publisher-token': null,
+    'viewer-token': null,
+  });
 }
 
 /** The first remote camera the page decodes, from the page's stats API. */
@@ -56,6 +63,10 @@ async function main() {
       const q = { room: opts.room, name: `${opts.tag}-${role}`, autojoin: '1' };
       // Viewers watch only (the page ignores `role` if it does not know it: it then publishes too).
       if (role === 'viewer') q.role = 'audience';
+      // Access tokens (the node enforces access control off loopback): the publisher's opens
+      // the room, the viewers' join it.
+      const token = role === 'publisher' ? opts['publisher-token'] : opts['viewer-token'];
+      if (token) q.token = token;
       await page.goto(`${opts.url}/?${new URLSearchParams(q)}`, { timeout: 20000 });
       await until('join', `${role} page joined`, 20000, async () => {
         const s = await page.evaluate(() => document.body?.dataset?.state ?? null);

@@ -315,10 +315,12 @@ class HttpResponse:
 
 
 def _http_blocking(method: str, url: str, body: Optional[bytes], content_type: Optional[str],
-                   timeout: float) -> HttpResponse:
+                   timeout: float, token: Optional[str] = None) -> HttpResponse:
     req = urllib.request.Request(url, data=body, method=method)
     if content_type:
         req.add_header("Content-Type", content_type)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return HttpResponse(resp.status, {k.lower(): v for k, v in resp.headers.items()},
@@ -332,14 +334,16 @@ MAX_REDIRECTS = 3
 
 
 async def http(method: str, url: str, body: Optional[bytes] = None,
-               content_type: Optional[str] = None, timeout: float = 15.0) -> HttpResponse:
+               content_type: Optional[str] = None, timeout: float = 15.0,
+               token: Optional[str] = None) -> HttpResponse:
     """One HTTP request without blocking the event loop; HTTP error statuses are returned, not
     raised (connection errors are raised). 307/308 redirects (WHIP/WHEP placement) are followed
     with the same method and body, as the WHIP spec asks; urllib refuses to for POST. The final
-    URL is in the response's `url` header entry (`x-final-url`)."""
+    URL is in the response's `url` header entry (`x-final-url`). `token` is sent as a bearer
+    access token (nodes with access control)."""
     for _ in range(MAX_REDIRECTS + 1):
         resp = await asyncio.get_running_loop().run_in_executor(
-            None, _http_blocking, method, url, body, content_type, timeout)
+            None, _http_blocking, method, url, body, content_type, timeout, token)
         if resp.status in (307, 308) and resp.headers.get("location"):
             url = resolve(url, resp.headers["location"])
             continue

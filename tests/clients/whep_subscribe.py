@@ -43,7 +43,8 @@ async def run(args) -> int:
     location = None
     try:
         offer_sdp = await kc.set_local_and_gather(pc, await pc.createOffer())
-        resp = await kc.http("POST", args.url, offer_sdp.encode(), "application/sdp")
+        resp = await kc.http("POST", args.url, offer_sdp.encode(), "application/sdp",
+                             token=args.token)
         if resp.status != 201:
             kc.emit("error", stage="post", status=resp.status, reason=resp.body[:500])
             return 2
@@ -105,7 +106,7 @@ async def run(args) -> int:
     delete_status = None
     if location:
         try:
-            delete_status = (await kc.http("DELETE", location, timeout=5.0)).status
+            delete_status = (await kc.http("DELETE", location, timeout=5.0, token=args.token)).status
         except OSError as e:
             kc.log(f"DELETE failed: {e}")
     await pc.close()
@@ -120,6 +121,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=5.0,
                    help="how long to count after the first video frame (default 5)")
     p.add_argument("--connect-timeout", type=float, default=15.0)
+    p.add_argument("--token", default=None,
+                   help="access token, sent as Authorization: Bearer (nodes with access control)")
     p.add_argument("--first-frame-timeout", type=float, default=10.0)
     p.add_argument("--progress", action="store_true",
                    help="print a frames event with the running totals every --progress-interval s")

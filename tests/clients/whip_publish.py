@@ -47,7 +47,8 @@ async def run(args) -> int:
     delete_status = None
     try:
         offer_sdp = await kc.set_local_and_gather(pc, await pc.createOffer())
-        resp = await kc.http("POST", args.url, offer_sdp.encode(), "application/sdp")
+        resp = await kc.http("POST", args.url, offer_sdp.encode(), "application/sdp",
+                             token=args.token)
         if resp.status != 201:
             kc.emit("error", stage="post", status=resp.status, reason=resp.body[:500])
             return 2
@@ -67,7 +68,7 @@ async def run(args) -> int:
             kc.log(f"connection state at the end: {pc.connectionState}")
         if location:
             try:
-                delete_status = (await kc.http("DELETE", location, timeout=5.0)).status
+                delete_status = (await kc.http("DELETE", location, timeout=5.0, token=args.token)).status
             except OSError as e:
                 kc.log(f"DELETE failed: {e}")
         kc.emit("done", video_frames_sent=video.frames_sent, audio_frames_sent=audio.frames_sent,
@@ -78,7 +79,7 @@ async def run(args) -> int:
         kc.emit("error", stage="connect", reason=str(e), connection_state=pc.connectionState)
         if location:
             try:
-                await kc.http("DELETE", location, timeout=5.0)
+                await kc.http("DELETE", location, timeout=5.0, token=args.token)
             except OSError:
                 pass
         return 2
@@ -92,6 +93,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0,
                    help="how long to publish after connecting (default 10)")
     p.add_argument("--connect-timeout", type=float, default=15.0)
+    p.add_argument("--token", default=None,
+                   help="access token, sent as Authorization: Bearer (nodes with access control)")
     return asyncio.run(run(p.parse_args()))
 
 

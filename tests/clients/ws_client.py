@@ -209,6 +209,8 @@ class Client:
             return 2
         reader = asyncio.ensure_future(self.reader())
         join = {"type": "join", "room": self.args.room, "name": self.args.name}
+        if self.args.token:
+            join["token"] = self.args.token
         if self.args.role:
             join["role"] = self.args.role
         await self.send(join)
@@ -253,6 +255,8 @@ def main() -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--publish", action="store_true", help="publish a camera and a microphone")
     p.add_argument("--chat", default=None, help="send this chat text right after joining")
+    p.add_argument("--token", default=None,
+                   help="access token for the join (nodes with access control)")
     p.add_argument("--role", choices=["host", "speaker", "audience"], default=None,
                    help="role asked for in join; with --publish an audience member publishes "
                         "once a host promotes it")

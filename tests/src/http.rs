@@ -129,6 +129,27 @@ pub fn get(url: &str) -> anyhow::Result<Response> {
     request("GET", url, &[], &[])
 }
 
+/// `GET url`, presenting `token` (if any) as `Authorization: Bearer`.
+pub fn get_with_bearer(url: &str, token: Option<&str>) -> anyhow::Result<Response> {
+    request_with_bearer("GET", url, token, &[], &[])
+}
+
+/// `request`, with `Authorization: Bearer token` added when `token` is given.
+pub fn request_with_bearer(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Response> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut all = headers.to_vec();
+    if let Some(b) = bearer.as_deref() {
+        all.push(("Authorization", b));
+    }
+    request(method, url, &all, body)
+}
+
 pub fn delete(url: &str) -> anyhow::Result<Response> {
     request("DELETE", url, &[], &[])
 }

@@ -6,6 +6,7 @@
 //! Integration tests get the node binary with [`node_bin!`] (only they see
 //! `CARGO_BIN_EXE_kaskade-e2e-node`).
 
+pub mod access;
 pub mod browser;
 pub mod clients;
 pub mod control_suite;

@@ -116,12 +116,28 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<
 /// Fetches `{base_url}/metrics` and returns [`value`] of `name` with `labels`.
 /// Errors when the request fails or the status is not 200; `Ok(None)` when the metric is absent.
 pub fn metric(base_url: &str, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<Option<f64>> {
-    Ok(value(&scrape(base_url)?, name, labels))
+    metric_with(base_url, None, name, labels)
+}
+
+/// Same, presenting `token` as the scrape credential.
+pub fn metric_with(
+    base_url: &str,
+    token: Option<&str>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> anyhow::Result<Option<f64>> {
+    Ok(value(&scrape_with(base_url, token)?, name, labels))
 }
 
 /// All samples of `{base_url}/metrics`.
 pub fn scrape(base_url: &str) -> anyhow::Result<Vec<Sample>> {
-    let r = crate::http::get(&format!("{}/metrics", base_url.trim_end_matches('/')))?;
+    scrape_with(base_url, None)
+}
+
+/// All samples of `{base_url}/metrics`, presenting `token` as the scrape credential.
+pub fn scrape_with(base_url: &str, token: Option<&str>) -> anyhow::Result<Vec<Sample>> {
+    let url = format!("{}/metrics", base_url.trim_end_matches('/'));
+    let r = crate::http::get_with_bearer(&url, token)?;
     anyhow::ensure!(
         r.status == 200,
         "GET /metrics: status {}: {}",

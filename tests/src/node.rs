@@ -48,6 +48,10 @@ pub struct NodeProcess {
     /// `http://host:port` (no trailing slash).
     pub url: String,
     pub media_addr: SocketAddr,
+    /// Bearer token for `/metrics` (a node started with `--metrics-token`).
+    pub scrape_token: Option<String>,
+    /// Bearer access token for `get` (the API of a node with access control).
+    pub api_token: Option<String>,
 }
 
 impl NodeProcess {
@@ -83,6 +87,11 @@ impl NodeProcess {
         anyhow::ensure!(bin.exists(), "node binary {} does not exist", bin.display());
         let mut cmd = Command::new(bin);
         cmd.args(["node", "--http", http, "--rtc", rtc]).args(extra);
+        // Without a store for accounts a test node runs with the open development defaults
+        // (loopback only); with `--data-dir` it enforces access control.
+        if !extra.contains(&"--data-dir") {
+            cmd.arg("--insecure-dev");
+        }
         if std::env::var_os("KASKADE_LOG").is_none() {
             cmd.env("KASKADE_LOG", "info");
         }
@@ -102,6 +111,8 @@ impl NodeProcess {
             media_addr: ready.media_addr,
             ready,
             proc,
+            scrape_token: None,
+            api_token: None,
         })
     }
 
@@ -116,7 +127,7 @@ impl NodeProcess {
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Response> {
-        http::get(&self.at(path))
+        http::get_with_bearer(&self.at(path), self.api_token.as_deref())
     }
 
     /// `GET path` expecting 200 and a JSON body.
@@ -133,7 +144,7 @@ impl NodeProcess {
 
     /// One metric (sum over samples carrying `labels`); `None` when absent.
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<Option<f64>> {
-        crate::metrics::metric(&self.url, name, labels)
+        crate::metrics::metric_with(&self.url, self.scrape_token.as_deref(), name, labels)
     }
 
     /// Tracks `GET /api/rooms/{room}` lists; a 404 (room gone) is an empty list.

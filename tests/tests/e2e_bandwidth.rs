@@ -9,6 +9,7 @@
 //! node's address over its own veth, whose host side carries the `tbf`). Needs root, Chromium,
 //! node + npm; FAILS without them unless KASKADE_SKIP_BROWSER=1.
 
+use kaskade_tests::access::{Accounts, HOST, PARTICIPANT, login};
 use kaskade_tests::browser::{ensure_playwright, preflight, skip_requested, start_scenario};
 use kaskade_tests::{
     NetNs, NodeProcess, Spawned, heavy_test_lock, node_bin, poll_until, tests_dir,
@@ -81,16 +82,33 @@ fn window(all: &[(f64, f64, f64)], from_ms: f64) -> Window {
     }
 }
 
+/// Access tokens of the pages.
+struct Tokens {
+    publisher: String,
+    viewer: String,
+}
+
 fn page_script(
     ns: &NetNs,
     url: &str,
     pages: &str,
     tag: &str,
+    tokens: &Tokens,
     chromium: &std::path::Path,
     node_js: &std::path::Path,
 ) -> Spawned {
     let args = ["--url", url, "--room", "bw-room", "--pages", pages];
-    let args = [&args[..], &["--tag", tag, "--seconds", "90"]].concat();
+    let args = [
+        &args[..],
+        &["--tag", tag, "--seconds", "90"],
+        &[
+            "--publisher-token",
+            &tokens.publisher,
+            "--viewer-token",
+            &tokens.viewer,
+        ],
+    ]
+    .concat();
     start_scenario(ns, node_js, chromium, "bandwidth.mjs", &args)
 }
 
@@ -117,8 +135,16 @@ fn a_viewer_behind_300_kbits_gets_the_low_layer_and_moves_up_when_the_limit_lift
         &ns_b.host_ip,
     ]);
     let addr = format!("{}:0", ns_a.host_ip);
+    // Not loopback: the node enforces access control; the pages carry access tokens.
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let args = accounts.node_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let node =
-        NodeProcess::start_with_addrs(None, node_bin!(), &addr, &addr, &[]).expect("node starts");
+        NodeProcess::start_with_addrs(None, node_bin!(), &addr, &addr, &args).expect("node starts");
+    let tokens = Tokens {
+        publisher: login(&node.url, HOST).expect("host logs in"),
+        viewer: login(&node.url, PARTICIPANT).expect("participant logs in"),
+    };
     // Only B's downlink (host → B) is shaped.
     tc(&[
         "qdisc",
@@ -140,6 +166,7 @@ fn a_viewer_behind_300_kbits_gets_the_low_layer_and_moves_up_when_the_limit_lift
         &node.url,
         "publisher,viewer",
         "a",
+        &tokens,
         &chromium,
         &node_js,
     );
@@ -155,7 +182,9 @@ fn a_viewer_behind_300_kbits_gets_the_low_layer_and_moves_up_when_the_limit_lift
         },
     )
     .unwrap();
-    let b = page_script(&ns_b, &node.url, "viewer", "b", &chromium, &node_js);
+    let b = page_script(
+        &ns_b, &node.url, "viewer", "b", &tokens, &chromium, &node_js,
+    );
     poll_until(
         "the shaped viewer decodes the camera",
         Duration::from_secs(60),

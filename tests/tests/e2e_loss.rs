@@ -2,12 +2,18 @@
 //! for the test; nftables there drops 5% of the datagrams the node sends. The WHEP subscriber must
 //! keep decoding, and the node's metrics must show NACKs answered from its packet cache.
 //!
+//! Its HTTP endpoint is on the namespace's address, so the node enforces access control: the
+//! clients present a host's and a participant's access token, the harness a scrape token.
+//!
 //! Needs root, iproute2 and nftables (installed by .ci/setup); fails with the reason otherwise.
 
+use kaskade_tests::access::{Accounts, HOST, PARTICIPANT, login};
 use kaskade_tests::clients::{final_result, num};
 use kaskade_tests::{NetNs, NodeProcess, PyClient, heavy_test_lock, node_bin};
 use std::process::Command;
 use std::time::Duration;
+
+const SCRAPE_TOKEN: &str = "loss-test-scrape";
 
 /// Percentage of the node's outgoing datagrams dropped.
 const LOSS_PERCENT: u32 = 5;
@@ -30,15 +36,23 @@ fn subscriber_recovers_from_loss_through_nacks() {
     );
     let ns = NetNs::create().expect("network namespace");
     let http = format!("{}:0", ns.ns_ip);
-    let node =
-        NodeProcess::start_with_http(Some(&ns), node_bin!(), &http, &[]).expect("node starts");
+    // HTTP on the namespace's address is not loopback: the node runs with access control.
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let mut args = accounts.node_args();
+    args.extend(["--metrics-token".into(), SCRAPE_TOKEN.into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut node =
+        NodeProcess::start_with_http(Some(&ns), node_bin!(), &http, &args).expect("node starts");
+    node.scrape_token = Some(SCRAPE_TOKEN.into());
+    let host = login(&node.url, HOST).expect("host logs in");
+    let pupil = login(&node.url, PARTICIPANT).expect("participant logs in");
     let media_port = node.media_addr.port();
 
     let whip = node.at("/whip/lossy");
     let publisher = PyClient::spawn(
         "whip-pub",
         "whip_publish.py",
-        &["--url", &whip, "--seconds", "16"],
+        &["--url", &whip, "--seconds", "16", "--token", &host],
         Some(&ns),
     )
     .expect("start publisher");
@@ -62,7 +76,7 @@ fn subscriber_recovers_from_loss_through_nacks() {
     let mut subscriber = PyClient::spawn(
         "whep-sub",
         "whep_subscribe.py",
-        &["--url", &whep, "--seconds", "8"],
+        &["--url", &whep, "--seconds", "8", "--token", &pupil],
         Some(&ns),
     )
     .expect("start subscriber");

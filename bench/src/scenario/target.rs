@@ -74,10 +74,14 @@ impl SfuUnderTest {
     /// relay with a fresh dev CA), the node binary being `exe` (this binary, see `main.rs`).
     pub async fn start_kaskade(
         exe: &Path,
-        at: &Placement<'_>,
+        _at: &Placement<'_>,
         sites: usize,
     ) -> anyhow::Result<Self> {
         let scratch = ScratchDir::new("bench-kaskade")?;
+        // Kaskade's nodes listen on loopback (inside the namespace, if any) with the open
+        // development defaults: `--insecure-dev` is refused on any other address. The load
+        // generator's sockets on the namespace address reach them through the same kernel path.
+        let node_ip = IpAddr::from([127, 0, 0, 1]);
         let ids: Vec<String> = (1..=sites).map(|i| format!("n{i}")).collect();
         let certs = scratch.path().join("certs");
         if sites > 1 {
@@ -93,16 +97,17 @@ impl SfuUnderTest {
                 "--site",
                 &site_name(i),
                 "--http",
-                &format!("{}:0", at.ip),
+                &format!("{}:0", node_ip),
                 "--rtc",
-                &format!("{}:0", at.ip),
+                &format!("{}:0", node_ip),
+                "--insecure-dev",
             ]
             .map(str::to_owned)
             .to_vec();
             if sites > 1 {
                 args.extend([
                     "--relay".to_owned(),
-                    format!("{}:{}", at.ip, RELAY_PORT + i as u16),
+                    format!("{}:{}", node_ip, RELAY_PORT + i as u16),
                     "--certs".to_owned(),
                     certs.display().to_string(),
                 ]);
@@ -111,7 +116,7 @@ impl SfuUnderTest {
                     args.push(format!(
                         "{peer}@{}@{}:{}",
                         site_name(j),
-                        at.ip,
+                        node_ip,
                         RELAY_PORT + j as u16
                     ));
                 }

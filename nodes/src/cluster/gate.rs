@@ -12,10 +12,11 @@
 //!   are still taken; new rooms are refused with `unavailable`.
 
 use super::{Cluster, PLACEMENT_SLACK_SESSIONS, ws_url};
+use crate::auth::access::AccessControl;
 use kaskade_control::placement::accepts_placements;
 use kaskade_control::{ControlError, ControlPlane, NodeRecord};
-use kaskade_mesh::admission::{Admission, JoinGate, ResumeClaim};
-use kaskade_proto::signal::ErrorCode;
+use kaskade_mesh::admission::{Admission, JoinDenied, JoinGate, JoinGrant, ResumeClaim};
+use kaskade_proto::signal::{ErrorCode, Role};
 use kaskade_proto::{ParticipantId, RoomName};
 use std::sync::Arc;
 use tracing::{debug, warn};
@@ -106,13 +107,25 @@ fn unreachable_refusal(room: &RoomName) -> Placement {
     }
 }
 
-/// The `JoinGate` the signalling sessions of this node use.
-pub struct ClusterGate(pub Arc<Cluster>);
+/// The `JoinGate` the signalling sessions of this node use: the node's access control, then
+/// placement.
+pub struct ClusterGate {
+    pub cluster: Arc<Cluster>,
+    pub access: Arc<AccessControl>,
+}
 
 #[async_trait::async_trait]
 impl JoinGate for ClusterGate {
+    async fn authorize(
+        &self,
+        room: &RoomName,
+        token: Option<&str>,
+    ) -> Result<JoinGrant, JoinDenied> {
+        self.access.authorize_join(room, token).await
+    }
+
     async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission {
-        match self.0.place(room, site, resuming).await {
+        match self.cluster.place(room, site, resuming).await {
             Placement::Here => Admission::Here,
             Placement::Elsewhere(node) => Admission::Redirect {
                 url: ws_url(&node.http_url),
@@ -121,15 +134,21 @@ impl JoinGate for ClusterGate {
         }
     }
 
-    fn issue_resume(&self, room: &RoomName, participant: &ParticipantId, name: &str) -> String {
-        self.0.resume.issue(room, participant, name)
+    fn issue_resume(
+        &self,
+        room: &RoomName,
+        participant: &ParticipantId,
+        name: &str,
+        ceiling: Option<Role>,
+    ) -> String {
+        self.cluster.resume.issue(room, participant, name, ceiling)
     }
 
     fn verify_resume(&self, room: &RoomName, token: &str) -> Result<ResumeClaim, String> {
-        self.0.resume.verify(room, token)
+        self.cluster.resume.verify(room, token)
     }
 
     fn alternates(&self) -> Vec<String> {
-        self.0.alternates()
+        self.cluster.alternates()
     }
 }

@@ -5,6 +5,7 @@
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use kaskade_mesh::admission::ResumeClaim;
+use kaskade_proto::signal::Role;
 use kaskade_proto::{ParticipantId, RoomName};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,14 +13,20 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// How long a token stays valid after it was issued (a session's whole life, since a token
 /// is issued at join only).
 pub const RESUME_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// `aud` of every resume token: an access token (`kaskade-access`) never passes as one.
+pub const RESUME_AUDIENCE: &str = "kaskade-resume";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
+    aud: String,
     /// Room name.
     room: String,
     /// Participant id.
     sub: String,
     name: String,
+    /// The role ceiling the first join was authorised with (`None`: no access control).
+    #[serde(default)]
+    ceiling: Option<Role>,
     exp: u64,
 }
 
@@ -37,16 +44,24 @@ impl ResumeKeys {
         }
     }
 
-    pub fn issue(&self, room: &RoomName, participant: &ParticipantId, name: &str) -> String {
+    pub fn issue(
+        &self,
+        room: &RoomName,
+        participant: &ParticipantId,
+        name: &str,
+        ceiling: Option<Role>,
+    ) -> String {
         let exp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d + RESUME_TOKEN_LIFETIME)
             .unwrap_or_default()
             .as_secs();
         let claims = Claims {
+            aud: RESUME_AUDIENCE.into(),
             room: room.to_string(),
             sub: participant.0.clone(),
             name: name.to_owned(),
+            ceiling,
             exp,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -55,7 +70,8 @@ impl ResumeKeys {
 
     pub fn verify(&self, room: &RoomName, token: &str) -> Result<ResumeClaim, String> {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.set_audience(&[RESUME_AUDIENCE]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
             .map_err(|e| e.to_string())?;
         if data.claims.room != room.as_str() {
@@ -68,6 +84,7 @@ impl ResumeKeys {
         Ok(ResumeClaim {
             participant: ParticipantId(id),
             name: data.claims.name,
+            ceiling: data.claims.ceiling,
         })
     }
 }
@@ -80,10 +97,16 @@ mod tests {
     fn a_token_resumes_its_participant_in_its_room_only() {
         let keys = ResumeKeys::new(b"mesh secret");
         let room = RoomName::parse("class").unwrap();
-        let token = keys.issue(&room, &ParticipantId("p0123".into()), "Ada");
+        let token = keys.issue(
+            &room,
+            &ParticipantId("p0123".into()),
+            "Ada",
+            Some(Role::Audience),
+        );
         let claim = keys.verify(&room, &token).unwrap();
         assert_eq!(claim.participant.0, "p0123");
         assert_eq!(claim.name, "Ada");
+        assert_eq!(claim.ceiling, Some(Role::Audience));
         let other = RoomName::parse("other").unwrap();
         assert!(keys.verify(&other, &token).is_err());
     }
@@ -93,7 +116,7 @@ mod tests {
         let keys = ResumeKeys::new(b"mesh secret");
         let room = RoomName::parse("class").unwrap();
         let foreign =
-            ResumeKeys::new(b"another mesh").issue(&room, &ParticipantId("p1".into()), "x");
+            ResumeKeys::new(b"another mesh").issue(&room, &ParticipantId("p1".into()), "x", None);
         assert!(keys.verify(&room, &foreign).is_err());
         assert!(keys.verify(&room, "not.a.token").is_err());
         assert!(keys.verify(&room, "").is_err());

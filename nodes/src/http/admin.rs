@@ -1,9 +1,12 @@
 //! Admin endpoints: `POST /admin/drain` starts a maintenance drain, `GET /admin/status` tells
 //! whether the node is draining and what it holds. They answer callers that present the node's
-//! `--admin-token` as a bearer token, or — when no token is configured — loopback callers only.
+//! `--admin-token` as a bearer token or (with access control) an operator's access token; in
+//! `--insecure-dev` without a configured token, loopback callers.
 //! The caller's address is checked, never logged. Also the client side `kaskade drain` uses.
 
 use super::AppState;
+use super::guard::same_secret;
+use crate::auth::access::{AccessControl, bearer};
 use anyhow::Context;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
@@ -15,18 +18,29 @@ use std::net::SocketAddr;
 use tracing::{info, warn};
 
 fn authorized(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match state.admin.as_ref().and_then(|a| a.token.as_deref()) {
-        Some(token) => presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())),
-        None => peer.ip().is_loopback(),
+    let presented = bearer(headers);
+    if let Some(token) = state.admin.as_ref().and_then(|a| a.token.as_deref())
+        && presented.is_some_and(|p| same_secret(p, token))
+    {
+        return true;
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    match state.access.as_ref() {
+        // With access control, an operator's access token also administers the node.
+        AccessControl::Enforced(_) => state
+            .access
+            .claims(headers)
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.is_operator()),
+        AccessControl::Open => {
+            state
+                .admin
+                .as_ref()
+                .and_then(|a| a.token.as_deref())
+                .is_none()
+                && peer.ip().is_loopback()
+        }
+    }
 }
 
 fn refused() -> Response {

@@ -4,6 +4,8 @@
 
 pub mod admin;
 mod api;
+pub mod guard;
+mod login;
 mod page;
 mod state;
 mod whip;
@@ -29,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sessions/{id}", delete(whip::end_session))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
+        .route("/api/login", post(login::login))
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{room}", get(api::room))
         .route("/admin/drain", post(admin::drain))

@@ -1,6 +1,7 @@
 //! State shared by every HTTP handler: the engine handle, the room directory, metrics, and the
 //! WHIP/WHEP sessions addressable by their `Location`.
 
+use crate::auth::access::AccessControl;
 use crate::edge::{EngineHandle, SessionKey};
 use crate::metrics::Metrics;
 use kaskade_mesh::RoomDirectory;
@@ -29,6 +30,8 @@ pub struct AppState {
     /// setups without one.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     pub admin: Option<AdminSettings>,
+    /// Who may do what: `--insecure-dev` (open) or enforced with access tokens.
+    pub access: Arc<AccessControl>,
 }
 
 /// What the admin endpoints need.
@@ -56,7 +59,13 @@ impl AppState {
             relay: None,
             cluster: None,
             admin: None,
+            access: Arc::new(AccessControl::Open),
         }
+    }
+
+    pub fn with_access(mut self, access: Arc<AccessControl>) -> Self {
+        self.access = access;
+        self
     }
 
     pub fn with_cluster(
@@ -72,7 +81,10 @@ impl AppState {
     /// The join policy for signalling sessions.
     pub fn gate(&self) -> Arc<dyn kaskade_mesh::admission::JoinGate> {
         match &self.cluster {
-            Some(c) => Arc::new(crate::cluster::gate::ClusterGate(c.clone())),
+            Some(c) => Arc::new(crate::cluster::gate::ClusterGate {
+                cluster: c.clone(),
+                access: self.access.clone(),
+            }),
             None => Arc::new(kaskade_mesh::admission::AdmitAll),
         }
     }

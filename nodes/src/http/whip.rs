@@ -3,6 +3,7 @@
 //! room member; a WHEP viewer is a hidden one.
 
 use super::AppState;
+use super::guard::{self, MediaNeed};
 use super::state::{HttpSession, new_participant_id};
 use crate::cluster::gate::Placement;
 use crate::edge::{EdgeError, EdgeEvent, EngineCommand, EventSink, SessionKey, TrackDescriptor};
@@ -11,7 +12,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_mesh::RoomMsg;
-use kaskade_proto::signal::{LayerChoice, MediaKind, ParticipantInfo, TrackInfo, TrackSource};
+use kaskade_mesh::roles::RoleRequest;
+use kaskade_proto::signal::{
+    LayerChoice, MediaKind, ParticipantInfo, Role, TrackInfo, TrackSource,
+};
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::ActorRef;
 use std::collections::BTreeMap;
@@ -118,9 +122,14 @@ async fn join_room(
     info: ParticipantInfo,
     hidden: bool,
     engine_session: SessionKey,
+    ceiling: Option<Role>,
 ) -> Result<ActorRef<RoomMsg>, Response> {
     let id = info.id.clone();
-    match state.rooms.join(room, info, None, hidden, None).await {
+    let role = RoleRequest {
+        requested: None,
+        ceiling,
+    };
+    match state.rooms.join(room, info, None, hidden, role).await {
         Ok((actor, snapshot)) if !hidden && !snapshot.role.may_publish() => {
             // "Only hosts publish": a WHIP publisher without a host grant is audience.
             let _ = state.engine.send(EngineCommand::Close {
@@ -181,6 +190,10 @@ pub async fn publish(
         Ok(v) => v,
         Err(r) => return r,
     };
+    let ceiling = match guard::media(&state, &headers, &room, MediaNeed::Publish).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if let Some(response) = placement(&state, &room, &format!("/whip/{room}")).await {
         return response;
     }
@@ -205,7 +218,7 @@ pub async fn publish(
         participant.clone(),
         format!("WHIP {}", &participant.0[1..7]),
     );
-    let actor = match join_room(&state, &room, info, false, outcome.session).await {
+    let actor = match join_room(&state, &room, info, false, outcome.session, ceiling).await {
         Ok(actor) => actor,
         Err(response) => return response,
     };
@@ -299,6 +312,10 @@ async fn subscribe(
     {
         return text(StatusCode::BAD_REQUEST, "invalid publisher id");
     }
+    let ceiling = match guard::media(&state, &headers, &room, MediaNeed::Subscribe).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let path = match &publisher {
         Some(p) => format!("/whep/{room}/{p}"),
         None => format!("/whep/{room}"),
@@ -318,7 +335,16 @@ async fn subscribe(
     if !found_here && let Some(relay) = &state.relay {
         match state
             .rooms
-            .join(&room, info.clone(), None, true, None)
+            .join(
+                &room,
+                info.clone(),
+                None,
+                true,
+                RoleRequest {
+                    requested: None,
+                    ceiling,
+                },
+            )
             .await
         {
             Ok((actor, _)) => {
@@ -383,7 +409,7 @@ async fn subscribe(
         }
     }
     if joined.is_none()
-        && let Err(response) = join_room(&state, &room, info, true, engine_session).await
+        && let Err(response) = join_room(&state, &room, info, true, engine_session, ceiling).await
     {
         return response;
     }
