@@ -84,6 +84,11 @@ impl RoomDirectory {
             .collect()
     }
 
+    /// Members and tracks of `name` on this node (0 if it is not open here).
+    pub fn counts(&self, name: &RoomName) -> RoomCounts {
+        self.lock().get(name).map(|e| e.counts).unwrap_or_default()
+    }
+
     pub(crate) fn set_counts(&self, name: &RoomName, members: usize, tracks: usize) {
         if let Some(e) = self.lock().get_mut(name) {
             e.counts = RoomCounts { members, tracks };

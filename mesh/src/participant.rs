@@ -44,6 +44,10 @@ pub enum ParticipantMsg {
     Disconnected,
 }
 
+/// Most tracks one participant may publish at a time (camera, microphone, screen and its audio,
+/// with room to spare; simulcast layers count once).
+pub const MAX_TRACKS_PER_PARTICIPANT: usize = 8;
+
 /// The fields of a `join` message, as the session acts on them.
 struct JoinAsk {
     room: RoomName,
@@ -617,6 +621,27 @@ impl ParticipantState {
                 return;
             }
         };
+        if outcome.tracks.len() > MAX_TRACKS_PER_PARTICIPANT {
+            // Refused as a whole: the connection goes, with whatever it published.
+            let _ = self.engine.send(EngineCommand::Close {
+                session: outcome.session,
+            });
+            self.publish = None;
+            let gone: Vec<TrackId> = std::mem::take(&mut self.published).into_iter().collect();
+            if !gone.is_empty() {
+                self.room_cast(RoomMsg::Unpublish { tracks: gone });
+            }
+            warn!(room = %self.room_name(), participant = %self.participant, tracks = outcome.tracks.len(), "publish refused: too many tracks");
+            self.fail(
+                ErrorCode::LimitReached,
+                format!(
+                    "{PUBLISH_OFFER_REFUSED}: at most {MAX_TRACKS_PER_PARTICIPANT} tracks per \
+                     participant, the offer has {}",
+                    outcome.tracks.len()
+                ),
+            );
+            return;
+        }
         self.publish = Some(outcome.session);
         let new: Vec<TrackInfo> = outcome
             .tracks

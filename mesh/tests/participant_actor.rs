@@ -311,6 +311,60 @@ async fn a_published_track_is_offered_to_the_other_participant() {
 }
 
 #[tokio::test]
+async fn an_offer_with_too_many_tracks_is_refused_and_its_connection_closed() {
+    let (engine, mut commands) = EngineHandle::new();
+    let rooms = RoomDirectory::new();
+    let mut ada = Client::start("pada", &engine, &rooms).await;
+    ada.say(r#"{"type":"join","room":"r9","name":"Ada"}"#);
+    ada.next().await;
+    ada.say(r#"{"type":"publish_offer","sdp":"v=0 (many m-lines)"}"#);
+    let EngineCommand::Publish {
+        participant, reply, ..
+    } = next_command(&mut commands).await
+    else {
+        panic!("expected a publish command")
+    };
+    let too_many = kaskade_mesh::participant::MAX_TRACKS_PER_PARTICIPANT + 1;
+    let tracks = (0..too_many)
+        .map(|i| {
+            let track = TrackDescriptor {
+                id: TrackId(format!("t{i}")),
+                participant: participant.clone(),
+                kind: MediaKind::Audio,
+                source: TrackSource::Microphone,
+                layers: vec![],
+            };
+            (i.to_string(), track)
+        })
+        .collect();
+    reply
+        .send(Ok(PublishOutcome {
+            session: 7,
+            answer: "v=0 answer".into(),
+            tracks,
+            removed: vec![],
+        }))
+        .unwrap();
+    let refused = ada
+        .until(|m| match m {
+            ServerMessage::Error { code, message, .. } => Some((*code, message.clone())),
+            ServerMessage::PublishAnswer { .. } => panic!("answered an offer over the cap"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(refused.0, ErrorCode::LimitReached, "{refused:?}");
+    assert!(refused.1.contains("at most"), "{refused:?}");
+    let EngineCommand::Close { session } = next_command(&mut commands).await else {
+        panic!("expected the publish connection to be closed")
+    };
+    assert_eq!(session, 7);
+    assert!(
+        rooms.list().iter().all(|(_, c)| c.tracks == 0),
+        "nothing was published"
+    );
+}
+
+#[tokio::test]
 async fn joins_are_redirected_or_refused_as_the_gate_says() {
     let (engine, _commands) = EngineHandle::new();
     let rooms = RoomDirectory::new();

@@ -68,9 +68,20 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
     let directory = AccountDirectory::new(control);
     let now_ms = crate::auth::tokens::unix_now() * 1000;
     match args.action {
-        AccountsAction::CreateTenant { id, name } => {
+        AccountsAction::CreateTenant {
+            id,
+            name,
+            max_rooms,
+            max_participants,
+        } => {
+            let defaults = TenantLimits::default();
+            let limits = TenantLimits {
+                max_rooms: max_rooms.unwrap_or(defaults.max_rooms),
+                max_participants_per_room: max_participants
+                    .unwrap_or(defaults.max_participants_per_room),
+            };
             let tenant = directory
-                .create_tenant(tenant_id(&id)?, &name, TenantLimits::default(), now_ms)
+                .create_tenant(tenant_id(&id)?, &name, limits, now_ms)
                 .await?;
             println!("tenant {} ({}) created", tenant.id, tenant.name);
         }

@@ -68,6 +68,12 @@ pub enum AccountsAction {
         /// Its display name.
         #[arg(long)]
         name: String,
+        /// Most rooms it may have (default 100).
+        #[arg(long)]
+        max_rooms: Option<u32>,
+        /// Most participants in one of its rooms (default 1000).
+        #[arg(long)]
+        max_participants: Option<u32>,
     },
     /// Create an account: an operator (no --tenant) or a tenant_admin, host or participant of
     /// a tenant. The password is read from KASKADE_PASSWORD, else from the first line of stdin.
@@ -269,6 +275,17 @@ pub struct NodeArgs {
     /// Lifetime of a login's access token in seconds (default 1800).
     #[arg(long, env = "KASKADE_TOKEN_LIFETIME_SECS")]
     pub token_lifetime_secs: Option<u64>,
+    /// Logins per client address and minute, bursts of half of it (default 60; 0: unlimited).
+    #[arg(long, env = "KASKADE_MAX_LOGINS_PER_MINUTE")]
+    pub max_logins_per_minute: Option<u32>,
+    /// Joins (WebSocket, WHIP, WHEP) per client address and minute, bursts of half of it
+    /// (default 1200, for a class behind one NAT address; per user at most 60; 0: unlimited).
+    #[arg(long, env = "KASKADE_MAX_JOINS_PER_MINUTE")]
+    pub max_joins_per_minute: Option<u32>,
+    /// Signalling messages per session and second (default 50, bursts of twice that; 0:
+    /// unlimited).
+    #[arg(long, env = "KASKADE_MAX_MESSAGES_PER_SECOND")]
+    pub max_messages_per_second: Option<u32>,
 }
 
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -307,6 +324,9 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     metrics_token: Option<String>,
     token_lifetime_secs: Option<u64>,
+    max_logins_per_minute: Option<u32>,
+    max_joins_per_minute: Option<u32>,
+    max_messages_per_second: Option<u32>,
 }
 
 /// The resolved configuration a node runs with.
@@ -334,6 +354,7 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
     pub metrics_token: Option<String>,
     pub token_lifetime: Duration,
+    pub rate_limits: crate::http::rate_limits::RateSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -461,6 +482,25 @@ impl NodeArgs {
                     .unwrap_or(1800)
                     .clamp(60, 24 * 3600),
             ),
+            rate_limits: {
+                let defaults = crate::http::rate_limits::RateSettings::default();
+                let joins = self
+                    .max_joins_per_minute
+                    .or(file.max_joins_per_minute)
+                    .unwrap_or(defaults.joins_per_address);
+                crate::http::rate_limits::RateSettings {
+                    logins_per_address: self
+                        .max_logins_per_minute
+                        .or(file.max_logins_per_minute)
+                        .unwrap_or(defaults.logins_per_address),
+                    joins_per_address: joins,
+                    joins_per_user: joins.min(defaults.joins_per_user),
+                    messages_per_session_second: self
+                        .max_messages_per_second
+                        .or(file.max_messages_per_second)
+                        .unwrap_or(defaults.messages_per_session_second),
+                }
+            },
         })
         .and_then(NodeConfig::checked)
     }

@@ -273,8 +273,21 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     .await;
     let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
     let access = Arc::new(access_control(&config, &control, &mesh_secret));
+    let limits = Arc::new(http::rate_limits::RateLimits::new(config.rate_limits));
+    {
+        // Keys back at a full allowance need no state.
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limits.forget_idle();
+            }
+        });
+    }
     let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics)
         .with_access(access)
+        .with_limits(limits)
         .with_relay(relay_handle)
         .with_cluster(
             cluster.clone(),

@@ -429,6 +429,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// The room does not exist (for you): a host has to open it first.
     UnknownRoom,
+    /// Too many joins, logins or messages; the message says how long to wait. Nothing else
+    /// changed.
+    RateLimited,
+    /// A cap was reached (rooms of the organisation, participants of the room, tracks of a
+    /// participant).
+    LimitReached,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].

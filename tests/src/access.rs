@@ -48,7 +48,8 @@ pub struct Accounts {
     pub dir: TempDir,
 }
 
-fn run(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+/// Runs `bin accounts --data-dir dir args…` (passwords: [`PASSWORD`]).
+pub fn run(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(bin)
         .arg("accounts")
         .arg("--data-dir")

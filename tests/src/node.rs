@@ -89,8 +89,18 @@ impl NodeProcess {
         cmd.args(["node", "--http", http, "--rtc", rtc]).args(extra);
         // Without a store for accounts a test node runs with the open development defaults
         // (loopback only); with `--data-dir` it enforces access control.
+        // Their joins and messages are not rate limited either: failover and bad-input tests
+        // join and send faster than a person would.
         if !extra.contains(&"--data-dir") {
-            cmd.arg("--insecure-dev");
+            cmd.args([
+                "--insecure-dev",
+                "--max-joins-per-minute",
+                "0",
+                "--max-messages-per-second",
+                "0",
+                "--max-logins-per-minute",
+                "0",
+            ]);
         }
         if std::env::var_os("KASKADE_LOG").is_none() {
             cmd.env("KASKADE_LOG", "info");

@@ -226,3 +226,288 @@ fn every_endpoint_refuses_missing_bad_and_foreign_tokens() {
         .unwrap();
     assert_eq!(track["track"]["kind"], "audio", "{track}");
 }
+
+fn invite(node: &NodeProcess, room: &str, token: Option<&str>, body: Value) -> http::Response {
+    let url = node.at(&format!("/api/rooms/{room}/invites"));
+    let headers = [("Content-Type", "application/json")];
+    http::request_with_bearer("POST", &url, token, &headers, body.to_string().as_bytes()).unwrap()
+}
+
+#[test]
+fn hosts_invite_guests_into_one_room_for_a_time_window() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let node = secure_node(&accounts);
+    let host = login(&node.url, HOST).unwrap();
+    let pupil = login(&node.url, PARTICIPANT).unwrap();
+    let stranger = login(&node.url, STRANGER).unwrap();
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "history", "T", Some(&host))["type"],
+        "joined"
+    );
+
+    assert_eq!(invite(&node, "history", None, json!({})).status, 401);
+    assert_eq!(
+        invite(&node, "history", Some(&pupil), json!({})).status,
+        403
+    );
+    assert_eq!(
+        invite(&node, "history", Some(&stranger), json!({})).status,
+        404
+    );
+    assert_eq!(
+        invite(&node, "no-such-room", Some(&host), json!({})).status,
+        404
+    );
+    let bad = invite(&node, "history", Some(&host), json!({"valid_for_secs": 0}));
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let r = invite(&node, "history", Some(&host), json!({}));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let body = r.json().unwrap();
+    let guest = body["token"].as_str().unwrap().to_owned();
+    let url = body["url"].as_str().unwrap();
+    assert!(
+        url.contains("room=history") && url.contains(&guest),
+        "{url}"
+    );
+
+    // A guest keeps its own name, watches only, and only in the invited room.
+    let mut gina = WsConn::connect(&node.ws_url()).unwrap();
+    let answer = join(&mut gina, "maths", "Gina", Some(&guest));
+    assert_eq!(answer["code"], "unauthorized", "another room: {answer}");
+    let mut msg = json!({"type": "join", "room": "history", "name": "Gina", "role": "speaker", "token": guest});
+    gina.send_json(&msg).unwrap();
+    let joined = gina
+        .recv_until("joined", STEP, |v| v["type"] == "joined")
+        .unwrap();
+    assert_eq!(joined["role"], "audience", "{joined}");
+    let listed = teacher
+        .recv_until("the guest", STEP, |v| v["type"] == "participant_joined")
+        .unwrap();
+    assert_eq!(listed["participant"]["name"], "Gina", "{listed}");
+    // A guest cannot invite further.
+    assert_eq!(
+        invite(&node, "history", Some(&guest), json!({})).status,
+        403
+    );
+    // WHIP with a watch-only invite is refused; a speaking invite publishes.
+    assert_eq!(
+        post_sdp(&node.at("/whip/history"), Some(&guest)).status,
+        403
+    );
+    let speaking = invite(&node, "history", Some(&host), json!({"may_publish": true}));
+    let speaking = speaking.json().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut sam = WsConn::connect(&node.ws_url()).unwrap();
+    msg["name"] = json!("Sam");
+    msg["token"] = json!(speaking);
+    sam.send_json(&msg).unwrap();
+    let joined = sam
+        .recv_until("joined", STEP, |v| v["type"] == "joined")
+        .unwrap();
+    assert_eq!(joined["role"], "speaker", "{joined}");
+
+    // An invite that starts later is not valid yet.
+    let later = invite(
+        &node,
+        "history",
+        Some(&host),
+        json!({"valid_from": now_secs() + 3600, "valid_for_secs": 3600}),
+    );
+    let later = later.json().unwrap()["token"].as_str().unwrap().to_owned();
+    let mut early = WsConn::connect(&node.ws_url()).unwrap();
+    let answer = join(&mut early, "history", "Early", Some(&later));
+    assert_eq!(answer["code"], "unauthorized", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid yet"),
+        "{answer}"
+    );
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn floods_of_logins_joins_and_messages_are_refused_without_harm() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let mut args = accounts.node_args();
+    args.extend(
+        [
+            "--max-logins-per-minute",
+            "4",
+            "--max-joins-per-minute",
+            "6",
+            "--max-messages-per-second",
+            "5",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = NodeProcess::start(node_bin!(), &args).expect("node starts");
+
+    // Logins: a burst of 2, then 429 with Retry-After.
+    let host = login(&node.url, HOST).unwrap();
+    assert_eq!(
+        login_response(&node.url, HOST, "wrong password guess")
+            .unwrap()
+            .status,
+        401
+    );
+    let limited = login_response(&node.url, HOST, PASSWORD).unwrap();
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=15).contains(&retry), "{retry}");
+
+    // Messages: a flood of chat is cut at twice the rate; the session stays and works.
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "flood", "T", Some(&host))["type"],
+        "joined"
+    );
+    for i in 0..30 {
+        teacher
+            .send_json(&json!({"type": "chat", "text": format!("spam {i}")}))
+            .unwrap();
+    }
+    // Every spam message comes back either as its chat echo or as a refusal.
+    let (mut echoes, mut refusals) = (0, 0);
+    while echoes + refusals < 30 {
+        let answer = teacher
+            .recv_until("echo or refusal", STEP, |v| {
+                v["type"] == "error"
+                    || (v["type"] == "chat" && v["text"].as_str().unwrap_or("").starts_with("spam"))
+            })
+            .unwrap();
+        if answer["type"] == "chat" {
+            echoes += 1;
+        } else {
+            assert_eq!(answer["code"], "rate_limited", "{answer}");
+            assert_eq!(answer["fatal"], false, "{answer}");
+            refusals += 1;
+        }
+    }
+    assert!((5..=15).contains(&echoes), "a burst passes: {echoes} of 30");
+    assert!(refusals >= 15, "the rest is refused: {refusals}");
+
+    // Joins from one address: 3 in a burst (one above), then refused with a wait.
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let mut ws = WsConn::connect(&node.ws_url()).unwrap();
+        let answer = join(&mut ws, "flood", "Again", Some(&host));
+        codes.push(answer["code"].as_str().unwrap_or("joined").to_owned());
+    }
+    assert!(codes.contains(&"rate_limited".to_owned()), "{codes:?}");
+    // WHIP and WHEP count as joins.
+    assert_eq!(post_sdp(&node.at("/whep/flood"), Some(&host)).status, 429);
+    // The flooded teacher's session is still alive: once the allowance refills (the node says
+    // when), a message goes through and comes back.
+    let mut echoed = false;
+    for _ in 0..10 {
+        teacher
+            .send_json(&json!({"type": "chat", "text": "still here"}))
+            .unwrap();
+        let answer = teacher
+            .recv_until("echo or refusal", STEP, |v| {
+                (v["type"] == "chat" && v["text"] == "still here") || v["code"] == "rate_limited"
+            })
+            .unwrap();
+        if answer["type"] == "chat" {
+            echoed = true;
+            break;
+        }
+        let wait_ms: u64 = answer["message"]
+            .as_str()
+            .and_then(|m| m.split("wait ").nth(1))
+            .and_then(|m| m.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(200);
+        std::thread::sleep(Duration::from_millis(wait_ms)); // the wait the node asked for
+    }
+    assert!(echoed, "the session works again after the flood");
+}
+
+#[test]
+fn tenant_caps_on_rooms_and_participants_are_enforced() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let dir = accounts.dir.0.as_path();
+    access::run(
+        node_bin!(),
+        dir,
+        &[
+            "create-tenant",
+            "--id",
+            "tiny",
+            "--name",
+            "Tiny",
+            "--max-rooms",
+            "1",
+            "--max-participants",
+            "2",
+        ],
+    )
+    .unwrap();
+    access::run(
+        node_bin!(),
+        dir,
+        &[
+            "create-user",
+            "--tenant",
+            "tiny",
+            "--user",
+            "boss",
+            "--role",
+            "host",
+        ],
+    )
+    .unwrap();
+    let node = secure_node(&accounts);
+    let boss = access::Account {
+        tenant: Some("tiny"),
+        user: "boss",
+    };
+    let token = login(&node.url, boss).unwrap();
+    let mut first = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut first, "tiny-1", "A", Some(&token))["type"],
+        "joined"
+    );
+    let mut second_room = WsConn::connect(&node.ws_url()).unwrap();
+    let answer = join(&mut second_room, "tiny-2", "B", Some(&token));
+    assert_eq!(answer["code"], "limit_reached", "one room only: {answer}");
+    let mut second = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut second, "tiny-1", "B", Some(&token))["type"],
+        "joined"
+    );
+    let mut third = WsConn::connect(&node.ws_url()).unwrap();
+    let answer = join(&mut third, "tiny-1", "C", Some(&token));
+    assert_eq!(
+        answer["code"], "limit_reached",
+        "two participants only: {answer}"
+    );
+    assert!(
+        answer["message"].as_str().unwrap().contains("full"),
+        "{answer}"
+    );
+    // Someone leaving makes room again.
+    drop(second);
+    kaskade_tests::poll_until("the room has space again", STEP, || {
+        let mut again = WsConn::connect(&node.ws_url()).map_err(|e| e.to_string())?;
+        let answer = join(&mut again, "tiny-1", "C", Some(&token));
+        if answer["type"] == "joined" {
+            Ok(())
+        } else {
+            Err(answer.to_string())
+        }
+    })
+    .unwrap();
+}

@@ -101,6 +101,10 @@ impl SfuUnderTest {
                 "--rtc",
                 &format!("{}:0", node_ip),
                 "--insecure-dev",
+                "--max-joins-per-minute",
+                "0",
+                "--max-messages-per-second",
+                "0",
             ]
             .map(str::to_owned)
             .to_vec();

@@ -9,9 +9,9 @@ use super::tokens::{
 };
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use kaskade_control::accounts::AccountDirectory;
+use kaskade_control::accounts::{AccountDirectory, TenantId, TenantLimits};
 use kaskade_control::any::AnyControlPlane;
-use kaskade_control::room_records::{RoomRecord, get_room, open_room};
+use kaskade_control::room_records::{RoomRecord, get_room, open_room, rooms_of};
 use kaskade_mesh::admission::{JoinDenied, JoinGrant};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::{ErrorCode, Role};
@@ -48,6 +48,8 @@ pub enum Refusal {
     UnknownRoom,
     /// 503: the control plane cannot answer.
     Unavailable(String),
+    /// 403: a cap of the tenant was reached (rooms, participants per room).
+    LimitReached(String),
 }
 
 impl From<TokenError> for Refusal {
@@ -81,11 +83,13 @@ impl AccessControl {
         }
     }
 
-    /// The join grant for a signalling join of `room` with `token`.
+    /// The join grant for a signalling join of `room` with `token`; `present` participants are
+    /// in the room already (as this node knows).
     pub async fn authorize_join(
         &self,
         room: &RoomName,
         token: Option<&str>,
+        present: usize,
     ) -> Result<JoinGrant, JoinDenied> {
         let AccessControl::Enforced(enforcer) = self else {
             return Ok(JoinGrant::default());
@@ -102,8 +106,13 @@ impl AccessControl {
             .tokens
             .verify(token, unix_now())
             .map_err(|e| deny(ErrorCode::Unauthorized, e.to_string()))?;
-        match enforcer.room_access(&claims, room, true).await {
+        let room_access = match enforcer.room_access(&claims, room, true).await {
+            Ok(record) => enforcer.room_has_space(&record, present).await,
+            Err(e) => Err(e),
+        };
+        match room_access {
             Ok(()) => {}
+            Err(Refusal::LimitReached(m)) => return Err(deny(ErrorCode::LimitReached, m)),
             Err(Refusal::UnknownRoom) => {
                 return Err(deny(
                     ErrorCode::UnknownRoom,
@@ -144,7 +153,7 @@ impl Enforcer {
         claims: &AccessClaims,
         room: &RoomName,
         open: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<RoomRecord, Refusal> {
         if claims.room.as_deref().is_some_and(|r| r != room.as_str()) {
             return Err(Refusal::Forbidden(format!(
                 "this token is good for room {} only",
@@ -164,6 +173,7 @@ impl Enforcer {
                 if !claims.grants.create_rooms {
                     return Err(Refusal::UnknownRoom);
                 }
+                self.room_may_open(&tenant).await?;
                 let record = RoomRecord {
                     tenant,
                     created_by: claims.sub.clone(),
@@ -180,12 +190,54 @@ impl Enforcer {
             }
         };
         if claims.covers_room(room, &record.tenant) {
-            Ok(())
+            Ok(record)
         } else {
             // Another tenant's room is reported as unknown: names of other tenants' rooms
             // are not disclosed.
             Err(Refusal::UnknownRoom)
         }
+    }
+
+    /// The limits of `tenant` (defaults if it has no record, e.g. deleted meanwhile).
+    async fn limits_of(&self, tenant: &str) -> Result<TenantLimits, Refusal> {
+        let Ok(id) = TenantId::new(tenant) else {
+            return Ok(TenantLimits::default());
+        };
+        match self.accounts.get_tenant(&id).await {
+            Ok(t) => Ok(t.map(|t| t.limits).unwrap_or_default()),
+            Err(e) => {
+                warn!(tenant, error = %e, "reading the tenant's limits failed");
+                Err(Refusal::Unavailable(
+                    "the control plane cannot be reached; retry shortly".into(),
+                ))
+            }
+        }
+    }
+
+    /// Refuses a new room when the tenant has `max_rooms` already.
+    async fn room_may_open(&self, tenant: &str) -> Result<(), Refusal> {
+        let limits = self.limits_of(tenant).await?;
+        let rooms = rooms_of(self.control.as_ref(), tenant).await.map_err(|_| {
+            Refusal::Unavailable("the control plane cannot be reached; retry shortly".into())
+        })?;
+        if rooms.len() >= limits.max_rooms as usize {
+            return Err(Refusal::LimitReached(format!(
+                "your organisation has {} rooms, its limit; delete one first",
+                rooms.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses a join when the room holds its tenant's `max_participants_per_room`.
+    pub async fn room_has_space(&self, room: &RoomRecord, present: usize) -> Result<(), Refusal> {
+        let limits = self.limits_of(&room.tenant).await?;
+        if present >= limits.max_participants_per_room as usize {
+            return Err(Refusal::LimitReached(format!(
+                "the room is full ({present} participants)"
+            )));
+        }
+        Ok(())
     }
 
     /// A login token for an account.
@@ -256,7 +308,7 @@ mod tests {
     #[tokio::test]
     async fn open_mode_grants_everything_without_a_ceiling() {
         let grant = AccessControl::Open
-            .authorize_join(&room("r"), None)
+            .authorize_join(&room("r"), None, 0)
             .await
             .unwrap();
         assert_eq!(grant, JoinGrant::default());
@@ -270,28 +322,32 @@ mod tests {
         let (pupil, _) = e.login_token("bob", Some("school"), "Bob", AccessRole::Participant);
         let (stranger, _) = e.login_token("eve", Some("other"), "Eve", AccessRole::Host);
 
-        let no_token = access.authorize_join(&room("maths"), None).await;
+        let no_token = access.authorize_join(&room("maths"), None, 0).await;
         assert_eq!(no_token.unwrap_err().code, ErrorCode::Unauthorized);
-        let forged = access.authorize_join(&room("maths"), Some("x.y.z")).await;
+        let forged = access
+            .authorize_join(&room("maths"), Some("x.y.z"), 0)
+            .await;
         assert_eq!(forged.unwrap_err().code, ErrorCode::Unauthorized);
         // A participant cannot open a room.
-        let early = access.authorize_join(&room("maths"), Some(&pupil)).await;
+        let early = access.authorize_join(&room("maths"), Some(&pupil), 0).await;
         assert_eq!(early.unwrap_err().code, ErrorCode::UnknownRoom);
 
         let grant = access
-            .authorize_join(&room("maths"), Some(&host))
+            .authorize_join(&room("maths"), Some(&host), 0)
             .await
             .unwrap();
         assert_eq!(grant.ceiling, Some(Role::Host));
         assert_eq!(grant.name.as_deref(), Some("Ada"));
         let grant = access
-            .authorize_join(&room("maths"), Some(&pupil))
+            .authorize_join(&room("maths"), Some(&pupil), 0)
             .await
             .unwrap();
         assert_eq!(grant.ceiling, Some(Role::Speaker));
         assert_eq!(grant.user.as_deref(), Some("bob"));
         // Another tenant's host neither joins nor takes over the name.
-        let other = access.authorize_join(&room("maths"), Some(&stranger)).await;
+        let other = access
+            .authorize_join(&room("maths"), Some(&stranger), 0)
+            .await;
         assert_eq!(other.unwrap_err().code, ErrorCode::UnknownRoom);
     }
 
@@ -301,7 +357,7 @@ mod tests {
         let e = enforcer(&access);
         let (host, _) = e.login_token("ada", Some("school"), "Ada", AccessRole::Host);
         access
-            .authorize_join(&room("maths"), Some(&host))
+            .authorize_join(&room("maths"), Some(&host), 0)
             .await
             .unwrap();
         let now = unix_now();
@@ -319,12 +375,14 @@ mod tests {
             now,
         );
         let grant = access
-            .authorize_join(&room("maths"), Some(&guest))
+            .authorize_join(&room("maths"), Some(&guest), 0)
             .await
             .unwrap();
         assert_eq!(grant.ceiling, Some(Role::Audience));
         assert_eq!(grant.name, None, "guests choose their own name");
-        let elsewhere = access.authorize_join(&room("physics"), Some(&guest)).await;
+        let elsewhere = access
+            .authorize_join(&room("physics"), Some(&guest), 0)
+            .await;
         assert_eq!(elsewhere.unwrap_err().code, ErrorCode::Unauthorized);
     }
 }

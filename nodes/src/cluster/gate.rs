@@ -13,11 +13,13 @@
 
 use super::{Cluster, PLACEMENT_SLACK_SESSIONS, ws_url};
 use crate::auth::access::AccessControl;
+use crate::http::rate_limits::{Limited, RateLimits};
 use kaskade_control::placement::accepts_placements;
 use kaskade_control::{ControlError, ControlPlane, NodeRecord};
 use kaskade_mesh::admission::{Admission, JoinDenied, JoinGate, JoinGrant, ResumeClaim};
 use kaskade_proto::signal::{ErrorCode, Role};
 use kaskade_proto::{ParticipantId, RoomName};
+use std::net::IpAddr;
 use std::sync::Arc;
 use tracing::{debug, warn};
 
@@ -30,6 +32,22 @@ pub enum Placement {
 }
 
 impl Cluster {
+    /// Participants of `room` in the whole mesh as far as this node knows: its own, and the
+    /// other nodes' from their room shares (published every keep-alive, so a burst of joins
+    /// elsewhere shows a second late).
+    pub async fn participants_in(&self, room: &RoomName) -> usize {
+        let here = self.rooms.counts(room).members;
+        let elsewhere: usize = match self.control.room_shares(room).await {
+            Ok(shares) => shares
+                .iter()
+                .filter(|s| s.node != self.node)
+                .map(|s| s.participants.len())
+                .sum(),
+            Err(_) => 0,
+        };
+        here + elsewhere
+    }
+
     /// Places a join for `room` from a participant of `site` (default: this node's site).
     pub async fn place(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Placement {
         let home = site.unwrap_or(&self.site).to_owned();
@@ -112,6 +130,9 @@ fn unreachable_refusal(room: &RoomName) -> Placement {
 pub struct ClusterGate {
     pub cluster: Arc<Cluster>,
     pub access: Arc<AccessControl>,
+    pub limits: Arc<RateLimits>,
+    /// The session's client address: a key of the join limit, never logged.
+    pub client: IpAddr,
 }
 
 #[async_trait::async_trait]
@@ -121,7 +142,20 @@ impl JoinGate for ClusterGate {
         room: &RoomName,
         token: Option<&str>,
     ) -> Result<JoinGrant, JoinDenied> {
-        self.access.authorize_join(room, token).await
+        let limited = |l: Limited| JoinDenied {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "too many joins; try again in {} s",
+                l.retry_after.as_secs().max(1)
+            ),
+        };
+        self.limits.join(self.client).map_err(limited)?;
+        let present = self.cluster.participants_in(room).await;
+        let grant = self.access.authorize_join(room, token, present).await?;
+        if let Some(user) = &grant.user {
+            self.limits.user_join(user).map_err(limited)?;
+        }
+        Ok(grant)
     }
 
     async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission {

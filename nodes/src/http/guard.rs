@@ -6,13 +6,14 @@
 //! credential); it is checked, never logged.
 
 use super::AppState;
+use super::rate_limits::Limited;
 use crate::auth::access::{AccessControl, Refusal, bearer, ceiling_of};
 use crate::auth::tokens::AccessClaims;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::Role;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// What a media request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,7 @@ pub fn refusal(r: Refusal) -> Response {
             "unknown room (or not one of yours)".into(),
         ),
         Refusal::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        Refusal::LimitReached(m) => (StatusCode::FORBIDDEN, m),
     };
     let mut response = (status, format!("{message}\n")).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -42,15 +44,34 @@ pub fn refusal(r: Refusal) -> Response {
     response
 }
 
-/// The role ceiling for a WHIP (publish) or WHEP (subscribe) request on `room`: `None` in
-/// `--insecure-dev`. A publisher's token may open the room; a viewer's may not.
+/// 429 with `Retry-After` for a limited request.
+pub fn too_many(what: &str, limited: Limited) -> Response {
+    let secs = limited.retry_after.as_secs().max(1);
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many {what}; try again in {secs} s\n"),
+    )
+        .into_response();
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// The role ceiling for a WHIP (publish) or WHEP (subscribe) request on `room` from `client`:
+/// `None` in `--insecure-dev`. A publisher's token may open the room; a viewer's may not.
 #[allow(clippy::result_large_err)]
 pub async fn media(
     state: &AppState,
+    client: IpAddr,
     headers: &HeaderMap,
     room: &RoomName,
     need: MediaNeed,
 ) -> Result<Option<Role>, Response> {
+    state
+        .limits
+        .join(client)
+        .map_err(|l| too_many("joins", l))?;
     let AccessControl::Enforced(enforcer) = state.access.as_ref() else {
         return Ok(None);
     };
@@ -72,8 +93,20 @@ pub async fn media(
             }
         ))));
     }
-    enforcer
+    state
+        .limits
+        .user_join(&claims.sub)
+        .map_err(|l| too_many("joins", l))?;
+    let record = enforcer
         .room_access(&claims, room, need == MediaNeed::Publish)
+        .await
+        .map_err(refusal)?;
+    let present = match &state.cluster {
+        Some(cluster) => cluster.participants_in(room).await,
+        None => state.rooms.counts(room).members,
+    };
+    enforcer
+        .room_has_space(&record, present)
         .await
         .map_err(refusal)?;
     Ok(Some(ceiling_of(&claims.grants)))

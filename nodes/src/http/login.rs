@@ -5,16 +5,18 @@
 
 use super::AppState;
 use super::guard::refusal;
+use super::guard::too_many;
 use crate::auth::access::{AccessControl, Refusal};
 use crate::auth::tokens::AccessRole;
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_control::accounts::{AccountRole, LoginError, TenantId, UserId};
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
 use tracing::{info, warn};
 
 #[derive(Deserialize)]
@@ -45,8 +47,12 @@ fn invalid_credentials() -> Response {
 
 pub async fn login(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Response {
+    if let Err(limited) = state.limits.login(peer.ip()) {
+        return too_many("logins", limited);
+    }
     let AccessControl::Enforced(enforcer) = state.access.as_ref() else {
         return (
             StatusCode::NOT_FOUND,

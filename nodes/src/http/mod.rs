@@ -5,8 +5,10 @@
 pub mod admin;
 mod api;
 pub mod guard;
+mod invites;
 mod login;
 mod page;
+pub mod rate_limits;
 mod state;
 mod whip;
 mod ws;
@@ -34,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/login", post(login::login))
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{room}", get(api::room))
+        .route("/api/rooms/{room}/invites", post(invites::create))
         .route("/admin/drain", post(admin::drain))
         .route("/admin/status", get(admin::status))
         .layer(DefaultBodyLimit::max(MAX_SIGNAL_MESSAGE_BYTES))

@@ -1,12 +1,14 @@
 //! State shared by every HTTP handler: the engine handle, the room directory, metrics, and the
 //! WHIP/WHEP sessions addressable by their `Location`.
 
+use super::rate_limits::{RateLimits, RateSettings};
 use crate::auth::access::AccessControl;
 use crate::edge::{EngineHandle, SessionKey};
 use crate::metrics::Metrics;
 use kaskade_mesh::RoomDirectory;
 use kaskade_proto::{ParticipantId, RoomName};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 /// A WHIP or WHEP session, as its `Location` names it.
@@ -32,6 +34,8 @@ pub struct AppState {
     pub admin: Option<AdminSettings>,
     /// Who may do what: `--insecure-dev` (open) or enforced with access tokens.
     pub access: Arc<AccessControl>,
+    /// Logins, joins and messages per address, user and session.
+    pub limits: Arc<RateLimits>,
 }
 
 /// What the admin endpoints need.
@@ -60,7 +64,13 @@ impl AppState {
             cluster: None,
             admin: None,
             access: Arc::new(AccessControl::Open),
+            limits: Arc::new(RateLimits::new(RateSettings::default())),
         }
+    }
+
+    pub fn with_limits(mut self, limits: Arc<RateLimits>) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn with_access(mut self, access: Arc<AccessControl>) -> Self {
@@ -78,12 +88,14 @@ impl AppState {
         self
     }
 
-    /// The join policy for signalling sessions.
-    pub fn gate(&self) -> Arc<dyn kaskade_mesh::admission::JoinGate> {
+    /// The join policy for a signalling session of a client at `client`.
+    pub fn gate(&self, client: IpAddr) -> Arc<dyn kaskade_mesh::admission::JoinGate> {
         match &self.cluster {
             Some(c) => Arc::new(crate::cluster::gate::ClusterGate {
                 cluster: c.clone(),
                 access: self.access.clone(),
+                limits: self.limits.clone(),
+                client,
             }),
             None => Arc::new(kaskade_mesh::admission::AdmitAll),
         }

@@ -8,7 +8,7 @@ use super::state::{HttpSession, new_participant_id};
 use crate::cluster::gate::Placement;
 use crate::edge::{EdgeError, EdgeEvent, EngineCommand, EventSink, SessionKey, TrackDescriptor};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_mesh::RoomMsg;
@@ -19,6 +19,7 @@ use kaskade_proto::signal::{
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::ActorRef;
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -182,6 +183,7 @@ fn watch_session(
 
 pub async fn publish(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -190,7 +192,7 @@ pub async fn publish(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let ceiling = match guard::media(&state, &headers, &room, MediaNeed::Publish).await {
+    let ceiling = match guard::media(&state, peer.ip(), &headers, &room, MediaNeed::Publish).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -243,30 +245,44 @@ pub struct WhepQuery {
 
 pub async fn subscribe_first(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
     Query(query): Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    subscribe(state, room, None, query, headers, body).await
+    let request = WhepRequest {
+        client: peer.ip(),
+        room,
+        publisher: None,
+        query,
+    };
+    subscribe(state, request, headers, body).await
 }
 
 pub async fn subscribe_to(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((room, publisher)): Path<(String, String)>,
     Query(query): Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    subscribe(
-        state,
+    let request = WhepRequest {
+        client: peer.ip(),
         room,
-        Some(ParticipantId(publisher)),
+        publisher: Some(ParticipantId(publisher)),
         query,
-        headers,
-        body,
-    )
-    .await
+    };
+    subscribe(state, request, headers, body).await
+}
+
+/// What a WHEP request asks for, from where.
+struct WhepRequest {
+    client: IpAddr,
+    room: String,
+    publisher: Option<ParticipantId>,
+    query: WhepQuery,
 }
 
 /// One audio and one video track of `publisher` (or of the room's first publisher), camera first.
@@ -296,12 +312,16 @@ fn pick_tracks(tracks: &[TrackInfo], publisher: Option<&ParticipantId>) -> Vec<T
 
 async fn subscribe(
     state: AppState,
-    room: String,
-    publisher: Option<ParticipantId>,
-    query: WhepQuery,
+    request: WhepRequest,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let WhepRequest {
+        client,
+        room,
+        publisher,
+        query,
+    } = request;
     let (room, offer) = match sdp_request(&room, &headers, &body) {
         Ok(v) => v,
         Err(r) => return r,
@@ -312,7 +332,7 @@ async fn subscribe(
     {
         return text(StatusCode::BAD_REQUEST, "invalid publisher id");
     }
-    let ceiling = match guard::media(&state, &headers, &room, MediaNeed::Subscribe).await {
+    let ceiling = match guard::media(&state, client, &headers, &room, MediaNeed::Subscribe).await {
         Ok(c) => c,
         Err(r) => return r,
     };
