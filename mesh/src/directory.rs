@@ -4,7 +4,7 @@
 
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use crate::roles::RoleRequest;
-use crate::room::{MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
+use crate::room::{JoinRefused, MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::ParticipantInfo;
 use ractor::{Actor, ActorId, ActorRef};
@@ -18,6 +18,9 @@ pub enum RoomError {
     Spawn(String),
     #[error("room actor did not answer: {0}")]
     Unavailable(String),
+    /// The room refused the join (locked, …); the message is for the client.
+    #[error("{}", .0.message)]
+    Refused(JoinRefused),
 }
 
 /// Counts kept for listing rooms.
@@ -156,7 +159,8 @@ impl RoomDirectory {
                 reply
             });
             match result {
-                Ok(snapshot) => return Ok((actor, snapshot)),
+                Ok(Ok(snapshot)) => return Ok((actor, snapshot)),
+                Ok(Err(refused)) => return Err(RoomError::Refused(refused)),
                 Err(e) => {
                     last_error = e.to_string();
                     self.remove(name, actor.get_id());

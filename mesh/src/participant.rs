@@ -5,7 +5,7 @@
 //! feeds frames in as [`ParticipantMsg::Text`] and writes out what arrives on the output channel.
 
 use crate::admission::{Admission, JoinGate};
-use crate::directory::RoomDirectory;
+use crate::directory::{RoomDirectory, RoomError};
 use crate::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
 };
@@ -340,6 +340,9 @@ impl ParticipantState {
             ClientMessage::RemoveParticipant { participant } => {
                 self.moderate(Some(participant), ModerationAction::Remove);
             }
+            ClientMessage::EndMeeting {} => {
+                self.moderate(None, ModerationAction::EndMeeting);
+            }
             ClientMessage::SetRoomSettings { settings } => {
                 self.room_cast(RoomMsg::SetSettings {
                     by: self.participant.clone(),
@@ -590,6 +593,9 @@ impl ParticipantState {
                 if auto_subscribe {
                     self.resubscribe().await;
                 }
+            }
+            Err(RoomError::Refused(refused)) => {
+                self.fail(refused.code, refused.message);
             }
             Err(e) => {
                 warn!(room = %room, error = %e, "join failed");

@@ -156,6 +156,7 @@ mod tests {
             has_host,
             settings: RoomSettings {
                 only_hosts_publish: classroom,
+                locked: false,
             },
         }
     }

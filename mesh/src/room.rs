@@ -57,6 +57,13 @@ pub struct RoomSnapshot {
     pub dominant_speaker: Option<ParticipantId>,
 }
 
+/// Why the room refused a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRefused {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
 pub enum RoomMsg {
     /// Enter the room. Hidden members (WHEP viewers) receive nothing and are not listed.
     Join {
@@ -64,7 +71,7 @@ pub enum RoomMsg {
         sink: Option<MemberSink>,
         hidden: bool,
         role: RoleRequest,
-        reply: RpcReplyPort<RoomSnapshot>,
+        reply: RpcReplyPort<Result<RoomSnapshot, JoinRefused>>,
     },
     Leave {
         participant: ParticipantId,
@@ -341,6 +348,20 @@ impl RoomState {
                     );
                 }
             }
+            ModerationAction::EndMeeting => {
+                let name = self
+                    .members
+                    .get(by)
+                    .map_or_else(String::new, |m| m.info.name.clone());
+                self.tell(
+                    target,
+                    ServerMessage::Error {
+                        code: ErrorCode::MeetingEnded,
+                        message: format!("{name} ended the meeting"),
+                        fatal: true,
+                    },
+                );
+            }
             ModerationAction::Remove => {
                 let name = self
                     .members
@@ -381,6 +402,17 @@ impl RoomState {
                     return;
                 }
                 vec![t.clone()]
+            }
+            // Ending the meeting reaches everyone, its host last.
+            None if action == ModerationAction::EndMeeting => {
+                let mut all: Vec<ParticipantId> = self
+                    .members
+                    .iter()
+                    .filter(|(id, m)| !m.hidden && **id != by)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                all.push(by.clone());
+                all
             }
             None => self
                 .members
@@ -428,7 +460,7 @@ impl RoomState {
         if was == settings {
             return;
         }
-        info!(room = %self.name, only_hosts_publish = settings.only_hosts_publish, "room settings changed");
+        info!(room = %self.name, only_hosts_publish = settings.only_hosts_publish, locked = settings.locked, "room settings changed");
         self.broadcast(&ServerMessage::RoomSettingsChanged { settings }, None);
         if settings.only_hosts_publish && !was.only_hosts_publish {
             let speakers: Vec<ParticipantInfo> = self
@@ -795,6 +827,18 @@ impl Actor for RoomActor {
                 // another node: its old tracks go, its membership and role stay.
                 let previous = state.members.get(&info.id).map(|m| m.info.clone());
                 let resumed = previous.is_some();
+                if state.settings.locked && !resumed && role_request.ceiling != Some(Role::Host) {
+                    info!(room = %state.name, participant = %info.id, "join refused: room locked");
+                    let _ = reply.send(Err(JoinRefused {
+                        code: ErrorCode::RoomLocked,
+                        message: "the room is locked; a host has to unlock it".into(),
+                    }));
+                    if state.local_members() == 0 {
+                        state.directory.remove(&state.name, myself.get_id());
+                        myself.stop(None);
+                    }
+                    return Ok(());
+                }
                 let mut note = None;
                 if let Some(previous) = previous {
                     state.withdraw_tracks(&info.id);
@@ -850,7 +894,7 @@ impl Actor for RoomActor {
                 }
                 state.update_counts();
                 state.audience_changed();
-                let _ = reply.send(snapshot);
+                let _ = reply.send(Ok(snapshot));
             }
             RoomMsg::Leave { participant, epoch } => {
                 if !state.is_local(&participant) {

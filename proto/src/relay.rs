@@ -438,6 +438,7 @@ mod tests {
                 room: room.clone(),
                 settings: RoomSettings {
                     only_hosts_publish: true,
+                    locked: true,
                 },
             },
             RelayMessage::AudioLevels {

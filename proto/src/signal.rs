@@ -117,6 +117,10 @@ pub struct RoomSettings {
     /// audience; only hosts publish, and whoever a host promotes.
     #[serde(default)]
     pub only_hosts_publish: bool,
+    /// Nobody new gets in (hosts' accounts excepted); who is in stays. Resuming sessions are
+    /// not new.
+    #[serde(default)]
+    pub locked: bool,
 }
 
 /// What a host does to another participant (over the relay when the target is on another node).
@@ -133,6 +137,8 @@ pub enum ModerationAction {
     },
     /// Removes the target from the room.
     Remove,
+    /// Ends the meeting: every participant (hosts too) is told and disconnected.
+    EndMeeting,
 }
 
 /// A client's wish for one track's simulcast layer.
@@ -251,6 +257,9 @@ pub enum ClientMessage {
     RemoveParticipant { participant: ParticipantId },
     /// Host: change the room's settings.
     SetRoomSettings { settings: RoomSettings },
+    /// Host: end the meeting for everyone (all participants are disconnected with
+    /// `meeting_ended`).
+    EndMeeting {},
     /// What the client wants to receive (with `auto_subscribe`): camera video of only the
     /// `last_n` most recent dominant speakers (hosts' cameras and screen shares always), or no
     /// video at all with `audio_only`.
@@ -435,6 +444,10 @@ pub enum ErrorCode {
     /// A cap was reached (rooms of the organisation, participants of the room, tracks of a
     /// participant).
     LimitReached,
+    /// The room is locked: nobody new gets in until a host unlocks it.
+    RoomLocked,
+    /// (fatal) A host ended the meeting for everyone.
+    MeetingEnded,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].
@@ -476,6 +489,7 @@ const CLIENT_TYPES: &[&str] = &[
     "mute_participant",
     "remove_participant",
     "set_room_settings",
+    "end_meeting",
     "set_preferences",
     "leave",
 ];

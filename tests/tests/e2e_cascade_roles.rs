@@ -102,6 +102,57 @@ fn a_host_on_one_node_moderates_members_of_another() {
         v["type"] == "participant_left" && v["participant"] == student_id.as_str()
     })
     .unwrap();
+
+    // Locking from n1 keeps newcomers out of n2 too; unlocking lets them in.
+    let lock = |locked: bool| {
+        json!({"type": "set_room_settings",
+               "settings": {"only_hosts_publish": true, "locked": locked}})
+    };
+    host.send_json(&lock(true)).unwrap();
+    speaker
+        .recv_until("the lock reaches n2", STEP, |v| {
+            v["type"] == "room_settings_changed" && v["settings"]["locked"] == true
+        })
+        .unwrap();
+    let mut late = WsConn::connect(&n2.ws_url()).unwrap();
+    late.send_json(&json!({"type": "join", "room": room, "name": "Late"}))
+        .unwrap();
+    let refused = late
+        .recv_until("refused", STEP, |v| {
+            v["type"] == "error" || v["type"] == "joined"
+        })
+        .unwrap();
+    assert_eq!(refused["code"], "room_locked", "{refused}");
+    assert_eq!(refused["fatal"], false, "{refused}");
+    host.send_json(&lock(false)).unwrap();
+    speaker
+        .recv_until("the unlock reaches n2", STEP, |v| {
+            v["type"] == "room_settings_changed" && v["settings"]["locked"] == false
+        })
+        .unwrap();
+    late.send_json(&json!({"type": "join", "room": room, "name": "Late"}))
+        .unwrap();
+    late.recv_until("joined after the unlock", STEP, |v| v["type"] == "joined")
+        .unwrap();
+
+    // A non-host cannot end the meeting; the host on n1 ends it for everyone on both nodes.
+    late.send_json(&json!({"type": "end_meeting"})).unwrap();
+    let refused = late
+        .recv_until("forbidden", STEP, |v| v["type"] == "error")
+        .unwrap();
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    host.send_json(&json!({"type": "end_meeting"})).unwrap();
+    for (who, ws) in [
+        ("speaker on n2", &mut speaker),
+        ("newcomer on n2", &mut late),
+        ("host", &mut host),
+    ] {
+        let ended = ws
+            .recv_until(who, STEP, |v| v["type"] == "error" && v["fatal"] == true)
+            .unwrap();
+        assert_eq!(ended["code"], "meeting_ended", "{who}: {ended}");
+        assert!(ws.recv_close(STEP).is_ok(), "{who}: the socket closes");
+    }
     for node in &mut nodes {
         node.assert_alive();
     }

@@ -11,8 +11,8 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kaskade_mesh::RoomMsg;
 use kaskade_mesh::roles::RoleRequest;
+use kaskade_mesh::{RoomError, RoomMsg};
 use kaskade_proto::signal::{
     LayerChoice, MediaKind, ParticipantInfo, Role, TrackInfo, TrackSource,
 };
@@ -152,7 +152,11 @@ async fn join_room(
                 session: engine_session,
             });
             warn!(room = %room, error = %e, "joining the room failed");
-            Err(text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+            let status = match e {
+                RoomError::Refused(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            Err(text(status, e.to_string()))
         }
     }
 }
@@ -372,6 +376,7 @@ async fn subscribe(
                 relay.fetch_room(&room).await;
                 snapshot = state.rooms.snapshot(&room).await;
             }
+            Err(e @ RoomError::Refused(_)) => return text(StatusCode::FORBIDDEN, e.to_string()),
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
