@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod any;
+pub mod audit;
 pub mod etcd;
 pub mod memory;
 pub mod placement;

@@ -8,6 +8,7 @@ use crate::data_dir::{self, DataDirLock};
 use anyhow::{Context, bail};
 use kaskade_control::accounts::{AccountDirectory, AccountRole, TenantId, TenantLimits, UserId};
 use kaskade_control::any::AnyControlPlane;
+use kaskade_control::audit::{AuditAction, AuditLog, AuditRecord};
 use kaskade_control::etcd::{EtcdControlPlane, EtcdOptions};
 use std::io::BufRead;
 use std::sync::Arc;
@@ -56,6 +57,19 @@ async fn store(args: &AccountsArgs) -> anyhow::Result<(AnyControlPlane, Option<D
     Ok((AnyControlPlane::Etcd(etcd), None))
 }
 
+/// An audit record of this command (actor `cli`: whoever can run it owns the store).
+fn cli_record(tenant: Option<&str>, action: AuditAction, target: &str) -> AuditRecord {
+    AuditRecord {
+        at_ms: crate::audit::now_ms(),
+        tenant: tenant.map(str::to_owned),
+        actor: "cli".into(),
+        action,
+        target: Some(target.to_owned()),
+        detail: None,
+        address: None,
+    }
+}
+
 fn tenant_id(id: &str) -> anyhow::Result<TenantId> {
     TenantId::new(id).with_context(|| format!("tenant id {id:?}"))
 }
@@ -65,7 +79,8 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
     // The data directory stays locked until this returns.
     let (control, _lock) = store(&args).await?;
     let control = Arc::new(control);
-    let directory = AccountDirectory::new(control);
+    let directory = AccountDirectory::new(control.clone());
+    let audit = AuditLog::new(control);
     let now_ms = crate::auth::tokens::unix_now() * 1000;
     match args.action {
         AccountsAction::CreateTenant {
@@ -84,6 +99,13 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
                 .create_tenant(tenant_id(&id)?, &name, limits, now_ms)
                 .await?;
             println!("tenant {} ({}) created", tenant.id, tenant.name);
+            audit
+                .append(&cli_record(
+                    None,
+                    AuditAction::TenantCreated,
+                    tenant.id.as_str(),
+                ))
+                .await?;
         }
         AccountsAction::CreateUser {
             tenant,
@@ -108,6 +130,13 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
                 Some(t) => println!("{} {} of tenant {t} created", account.role, account.user),
                 None => println!("{} {} created", account.role, account.user),
             }
+            let mut record = cli_record(
+                account.tenant.as_ref().map(|t| t.as_str()),
+                AuditAction::AccountCreated,
+                account.user.as_str(),
+            );
+            record.detail = Some(format!("role {}", account.role));
+            audit.append(&record).await?;
         }
         AccountsAction::List { tenant, tenants } => {
             if tenants {
@@ -128,6 +157,12 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
         }
         AccountsAction::DeleteTenant { id } => {
             if directory.delete_tenant(&tenant_id(&id)?).await? {
+                // Deleting a tenant deletes its data: its audit records too (the deletion
+                // itself is recorded at installation level).
+                audit.delete_tenant(&id).await?;
+                audit
+                    .append(&cli_record(None, AuditAction::TenantDeleted, &id))
+                    .await?;
                 println!("tenant {id} deleted");
             } else {
                 bail!("there is no tenant {id}");

@@ -286,6 +286,12 @@ pub struct NodeArgs {
     /// unlimited).
     #[arg(long, env = "KASKADE_MAX_MESSAGES_PER_SECOND")]
     pub max_messages_per_second: Option<u32>,
+    /// How long audit records are kept, in days (default 365).
+    #[arg(long, env = "KASKADE_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u64>,
+    /// How long client addresses and other connection data are kept, in days (default 10).
+    #[arg(long, env = "KASKADE_CONNECTION_DATA_RETENTION_DAYS")]
+    pub connection_data_retention_days: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -327,6 +333,8 @@ struct FileConfig {
     max_logins_per_minute: Option<u32>,
     max_joins_per_minute: Option<u32>,
     max_messages_per_second: Option<u32>,
+    audit_retention_days: Option<u64>,
+    connection_data_retention_days: Option<u64>,
 }
 
 /// The resolved configuration a node runs with.
@@ -355,6 +363,7 @@ pub struct NodeConfig {
     pub metrics_token: Option<String>,
     pub token_lifetime: Duration,
     pub rate_limits: crate::http::rate_limits::RateSettings,
+    pub retention: kaskade_control::audit::RetentionPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -482,6 +491,20 @@ impl NodeArgs {
                     .unwrap_or(1800)
                     .clamp(60, 24 * 3600),
             ),
+            retention: {
+                const DAY_MS: u64 = 24 * 3600 * 1000;
+                let defaults = kaskade_control::audit::RetentionPolicy::default();
+                kaskade_control::audit::RetentionPolicy {
+                    audit_ms: self
+                        .audit_retention_days
+                        .or(file.audit_retention_days)
+                        .map_or(defaults.audit_ms, |d| d.max(1) * DAY_MS),
+                    addresses_ms: self
+                        .connection_data_retention_days
+                        .or(file.connection_data_retention_days)
+                        .map_or(defaults.addresses_ms, |d| d.max(1) * DAY_MS),
+                }
+            },
             rate_limits: {
                 let defaults = crate::http::rate_limits::RateSettings::default();
                 let joins = self

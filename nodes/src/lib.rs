@@ -2,6 +2,7 @@
 //! together. `main.rs` and the end-to-end test binary both call [`run_cli`].
 
 pub mod accounts_cli;
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod cluster;
@@ -117,6 +118,7 @@ fn access_control(
     config: &NodeConfig,
     control: &Arc<AnyControlPlane>,
     mesh_secret: &[u8],
+    auditor: audit::Auditor,
 ) -> auth::access::AccessControl {
     use auth::access::{AccessControl, Enforcer};
     if config.insecure_dev {
@@ -129,6 +131,7 @@ fn access_control(
         accounts: kaskade_control::accounts::AccountDirectory::new(control.clone()),
         metrics_token: config.metrics_token.clone(),
         login_token_lifetime: config.token_lifetime,
+        audit: Some(auditor),
     }))
 }
 
@@ -272,7 +275,13 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     )
     .await;
     let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
-    let access = Arc::new(access_control(&config, &control, &mesh_secret));
+    let auditor = audit::Auditor::start(control.clone(), config.retention);
+    let access = Arc::new(access_control(
+        &config,
+        &control,
+        &mesh_secret,
+        auditor.clone(),
+    ));
     let limits = Arc::new(http::rate_limits::RateLimits::new(config.rate_limits));
     {
         // Keys back at a full allowance need no state.
@@ -288,6 +297,7 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let state = http::AppState::new(config.node_id.clone(), engine, rooms, metrics)
         .with_access(access)
         .with_limits(limits)
+        .with_audit(auditor)
         .with_relay(relay_handle)
         .with_cluster(
             cluster.clone(),

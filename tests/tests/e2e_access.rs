@@ -511,3 +511,108 @@ fn tenant_caps_on_rooms_and_participants_are_enforced() {
     })
     .unwrap();
 }
+
+/// The audit log as `admin` sees it: one JSON value per line.
+fn audit_lines(node: &NodeProcess, token: &str, query: &str) -> Result<Vec<Value>, String> {
+    let r = get(&node.at(&format!("/api/audit{query}")), Some(token));
+    if r.status != 200 {
+        return Err(format!("{} {}", r.status, r.text()));
+    }
+    r.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| e.to_string()))
+        .collect()
+}
+
+#[test]
+fn changing_actions_leave_audit_records_that_admins_read_per_tenant() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let node = secure_node(&accounts);
+    assert_eq!(
+        login_response(&node.url, HOST, "not the password at all")
+            .unwrap()
+            .status,
+        401
+    );
+    let host = login(&node.url, HOST).unwrap();
+    let admin = login(&node.url, ADMIN).unwrap();
+    let operator = login(&node.url, OPERATOR).unwrap();
+    let pupil = login(&node.url, PARTICIPANT).unwrap();
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "audited", "T", Some(&host))["type"],
+        "joined"
+    );
+    assert_eq!(invite(&node, "audited", Some(&host), json!({})).status, 201);
+
+    let has = |lines: &[Value], action: &str, actor: &str| {
+        lines
+            .iter()
+            .any(|l| l["action"] == action && l["actor"] == actor)
+    };
+    let school = kaskade_tests::poll_until("the school's records", STEP, || {
+        let lines = audit_lines(&node, &admin, "")?;
+        let all_there = has(&lines, "login_failed", HOST.user)
+            && has(&lines, "login", HOST.user)
+            && has(&lines, "room_opened", HOST.user)
+            && has(&lines, "invite_issued", HOST.user)
+            && has(&lines, "account_created", "cli");
+        if all_there {
+            Ok(lines)
+        } else {
+            Err(format!("{lines:?}"))
+        }
+    })
+    .unwrap();
+    assert!(
+        school.iter().all(|l| l["tenant"] == access::TENANT),
+        "{school:?}"
+    );
+    let failed = school
+        .iter()
+        .find(|l| l["action"] == "login_failed")
+        .unwrap();
+    assert_eq!(failed["address"], "127.0.0.1", "{failed}");
+    assert!(
+        !failed.to_string().contains("not the password"),
+        "no password in the log"
+    );
+    let opened = school
+        .iter()
+        .find(|l| l["action"] == "room_opened")
+        .unwrap();
+    assert_eq!(opened["target"], "audited", "{opened}");
+
+    // Who may read what.
+    assert!(
+        audit_lines(&node, &pupil, "")
+            .unwrap_err()
+            .starts_with("403")
+    );
+    assert!(
+        audit_lines(&node, &host, "")
+            .unwrap_err()
+            .starts_with("403")
+    );
+    let other = format!("?tenant={}", access::OTHER_TENANT);
+    assert!(
+        audit_lines(&node, &admin, &other)
+            .unwrap_err()
+            .starts_with("403")
+    );
+    assert_eq!(get(&node.at("/api/audit"), None).status, 401);
+    let everything = audit_lines(&node, &operator, "").unwrap();
+    assert!(
+        has(&everything, "tenant_created", "cli"),
+        "installation records for operators"
+    );
+    assert!(everything.len() > school.len());
+    let theirs = audit_lines(&node, &operator, &other).unwrap();
+    assert!(
+        theirs.iter().all(|l| l["tenant"] == access::OTHER_TENANT),
+        "{theirs:?}"
+    );
+    // A time window.
+    let none = audit_lines(&node, &admin, "?from=0&to=1").unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}

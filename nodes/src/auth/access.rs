@@ -7,10 +7,12 @@
 use super::tokens::{
     AccessClaims, AccessRole, Grants, TokenAuthority, TokenError, TokenRequest, unix_now,
 };
+use crate::audit::Auditor;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use kaskade_control::accounts::{AccountDirectory, TenantId, TenantLimits};
 use kaskade_control::any::AnyControlPlane;
+use kaskade_control::audit::AuditAction;
 use kaskade_control::room_records::{RoomRecord, get_room, open_room, rooms_of};
 use kaskade_mesh::admission::{JoinDenied, JoinGrant};
 use kaskade_proto::RoomName;
@@ -35,6 +37,8 @@ pub struct Enforcer {
     /// scrapers only.
     pub metrics_token: Option<String>,
     pub login_token_lifetime: Duration,
+    /// Where rooms opened are recorded.
+    pub audit: Option<Auditor>,
 }
 
 /// Why an HTTP request was refused.
@@ -179,14 +183,26 @@ impl Enforcer {
                     created_by: claims.sub.clone(),
                     created_at_ms: unix_now() * 1000,
                 };
-                open_room(self.control.as_ref(), room, record)
+                let opened = open_room(self.control.as_ref(), room, record.clone())
                     .await
                     .map_err(|e| {
                         warn!(room = %room, error = %e, "opening a room failed");
                         Refusal::Unavailable(
                             "the control plane cannot be reached; retry shortly".into(),
                         )
-                    })?
+                    })?;
+                if opened == record
+                    && let Some(audit) = &self.audit
+                {
+                    audit.record(
+                        Some(&record.tenant),
+                        &claims.sub,
+                        AuditAction::RoomOpened,
+                        Some(room.as_str()),
+                        None,
+                    );
+                }
+                opened
             }
         };
         if claims.covers_room(room, &record.tenant) {
@@ -279,6 +295,7 @@ mod tests {
             control,
             metrics_token: None,
             login_token_lifetime: Duration::from_secs(600),
+            audit: None,
         }))
     }
 

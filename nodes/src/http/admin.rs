@@ -70,6 +70,19 @@ pub async fn drain(
         admin.drained.clone(),
     );
     info!(node = %state.node_id, started, "drain requested through the admin endpoint");
+    if started {
+        let actor = match state.access.claims(&headers) {
+            Ok(Some(c)) => c.sub,
+            _ => "admin-token".to_owned(),
+        };
+        state.audit(
+            None,
+            &actor,
+            kaskade_control::audit::AuditAction::Drain,
+            Some(&state.node_id),
+            Some(peer.ip()),
+        );
+    }
     let status = if started {
         "draining"
     } else {

@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use kaskade_control::audit::AuditAction;
 use kaskade_proto::RoomName;
 use serde::Deserialize;
 use serde_json::json;
@@ -110,6 +111,19 @@ pub async fn create(
         now,
     );
     info!(room = %room, by = %claims.sub, invite = %invite.jti, may_publish = request.may_publish, expires, "invite issued");
+    if let Some(audit) = &state.audit {
+        audit.record_with(
+            invite.tenant.as_deref(),
+            &claims.sub,
+            AuditAction::InviteIssued,
+            Some(room.as_str()),
+            Some(format!(
+                "invite {} until {expires}, may_publish {}",
+                invite.jti, request.may_publish
+            )),
+            None,
+        );
+    }
     let base = state
         .cluster
         .as_ref()

@@ -1,7 +1,9 @@
 //! `POST /api/login`: user id + password (+ tenant; none for operators) in, a short-lived access
 //! token out. The answer never says whether an account exists: unknown tenant, unknown user and
 //! wrong password are the same 401; only an existing account locked after repeated failures
-//! gets 429 with `Retry-After`. The password is never logged; the user id and tenant are.
+//! gets 429 with `Retry-After`. The password is never logged; the user id and tenant are. Every
+//! attempt is an audit record (with the client's address, kept for the connection-data
+//! retention).
 
 use super::AppState;
 use super::guard::refusal;
@@ -14,6 +16,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kaskade_control::accounts::{AccountRole, LoginError, TenantId, UserId};
+use kaskade_control::audit::AuditAction;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -92,6 +95,13 @@ pub async fn login(
             let (token, claims) =
                 enforcer.login_token(account.user.as_str(), tenant, &account.display_name, role);
             info!(user = %account.user, tenant = ?tenant, role = %account.role, "login");
+            state.audit(
+                tenant,
+                account.user.as_str(),
+                AuditAction::Login,
+                None,
+                Some(peer.ip()),
+            );
             Json(json!({
                 "token": token,
                 "expires_at": claims.exp,
@@ -105,10 +115,24 @@ pub async fn login(
         }
         Err(LoginError::InvalidCredentials) => {
             warn!(user = %user, tenant = ?tenant.as_ref().map(|t| t.as_str()), "login failed");
+            state.audit(
+                tenant.as_ref().map(|t| t.as_str()),
+                user.as_str(),
+                AuditAction::LoginFailed,
+                None,
+                Some(peer.ip()),
+            );
             invalid_credentials()
         }
         Err(LoginError::Locked { until_ms }) => {
             warn!(user = %user, tenant = ?tenant.as_ref().map(|t| t.as_str()), "login refused: account locked");
+            state.audit(
+                tenant.as_ref().map(|t| t.as_str()),
+                user.as_str(),
+                AuditAction::LoginLocked,
+                None,
+                Some(peer.ip()),
+            );
             let retry = until_ms.saturating_sub(now_ms).div_ceil(1000).max(1);
             (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod api;
+mod audit_api;
 pub mod guard;
 mod invites;
 mod login;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/api/login", post(login::login))
+        .route("/api/audit", get(audit_api::query))
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{room}", get(api::room))
         .route("/api/rooms/{room}/invites", post(invites::create))

@@ -2,9 +2,11 @@
 //! WHIP/WHEP sessions addressable by their `Location`.
 
 use super::rate_limits::{RateLimits, RateSettings};
+use crate::audit::Auditor;
 use crate::auth::access::AccessControl;
 use crate::edge::{EngineHandle, SessionKey};
 use crate::metrics::Metrics;
+use kaskade_control::audit::AuditAction;
 use kaskade_mesh::RoomDirectory;
 use kaskade_proto::{ParticipantId, RoomName};
 use std::collections::HashMap;
@@ -36,6 +38,8 @@ pub struct AppState {
     pub access: Arc<AccessControl>,
     /// Logins, joins and messages per address, user and session.
     pub limits: Arc<RateLimits>,
+    /// The audit log; `None` only in unit setups without a control plane.
+    pub audit: Option<Auditor>,
 }
 
 /// What the admin endpoints need.
@@ -65,6 +69,26 @@ impl AppState {
             admin: None,
             access: Arc::new(AccessControl::Open),
             limits: Arc::new(RateLimits::new(RateSettings::default())),
+            audit: None,
+        }
+    }
+
+    pub fn with_audit(mut self, audit: Auditor) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Queues an audit record, if this node keeps the log.
+    pub fn audit(
+        &self,
+        tenant: Option<&str>,
+        actor: &str,
+        action: AuditAction,
+        target: Option<&str>,
+        address: Option<IpAddr>,
+    ) {
+        if let Some(audit) = &self.audit {
+            audit.record(tenant, actor, action, target, address);
         }
     }
 
