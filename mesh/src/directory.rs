@@ -2,14 +2,15 @@
 //! join and forgets it when the room closes itself; it also keeps per-room member and track
 //! counts for the admin API and metrics without a round trip to every actor.
 
+use crate::action_log::ActionLog;
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
-use crate::roles::RoleRequest;
+use crate::roles::JoinAccess;
 use crate::room::{JoinRefused, MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::ParticipantInfo;
 use ractor::{Actor, ActorId, ActorRef};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why a room operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,8 @@ struct Entry {
 pub struct RoomDirectory {
     rooms: Mutex<BTreeMap<RoomName, Entry>>,
     mesh: MeshSink,
+    /// Where rooms report applied moderation (set once by the node).
+    action_log: OnceLock<Arc<dyn ActionLog>>,
 }
 
 impl RoomDirectory {
@@ -52,7 +55,14 @@ impl RoomDirectory {
         Arc::new(Self {
             rooms: Mutex::default(),
             mesh,
+            action_log: OnceLock::new(),
         })
+    }
+
+    /// Makes rooms opened from now on report applied moderation to `log`; only the first
+    /// call counts.
+    pub fn set_action_log(&self, log: Arc<dyn ActionLog>) {
+        let _ = self.action_log.set(log);
     }
 
     /// Hands what another node's members did to the room, if it is open here.
@@ -116,6 +126,7 @@ impl RoomDirectory {
                 name: name.clone(),
                 directory: self.clone(),
                 mesh: self.mesh.clone(),
+                action_log: self.action_log.get().cloned(),
             },
         )
         .await
@@ -146,7 +157,7 @@ impl RoomDirectory {
         info: ParticipantInfo,
         sink: Option<MemberSink>,
         hidden: bool,
-        role: RoleRequest,
+        role: JoinAccess,
     ) -> Result<(ActorRef<RoomMsg>, RoomSnapshot), RoomError> {
         let mut last_error = String::new();
         for _ in 0..2 {
@@ -155,7 +166,7 @@ impl RoomDirectory {
                 info: info.clone(),
                 sink: sink.clone(),
                 hidden,
-                role,
+                role: role.clone(),
                 reply
             });
             match result {

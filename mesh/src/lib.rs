@@ -4,6 +4,7 @@
 //! `directory` are the actors and index that own room membership and track directories;
 //! `federation` is how a room's parts on several nodes of a mesh meet.
 
+pub mod action_log;
 pub mod admission;
 pub mod core;
 pub mod directory;

@@ -9,7 +9,7 @@ use crate::directory::{RoomDirectory, RoomError};
 use crate::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
 };
-use crate::roles::RoleRequest;
+use crate::roles::JoinAccess;
 use crate::room::{MemberSink, RoomMsg};
 use kaskade_proto::signal::{
     ClientMessage, ErrorCode, LayerChoice, MediaKind, ModerationAction, PUBLISH_OFFER_REFUSED,
@@ -483,6 +483,8 @@ impl ParticipantState {
         }
         let mut name = name.trim().to_owned();
         let ceiling;
+        // Who it is, for the audit log (not known again after a resume).
+        let mut user = None;
         if let Some(resume_token) = &resume {
             // A resume token is issued only after a join was authorised: it carries the
             // ceiling, so a client whose access token expired meanwhile can come back.
@@ -511,6 +513,7 @@ impl ParticipantState {
                         name = vouched;
                     }
                     ceiling = grant.ceiling;
+                    user = grant.user;
                 }
                 Err(denied) => {
                     warn!(room = %room, participant = %self.participant, reason = %denied.message, "join unauthorised");
@@ -544,7 +547,8 @@ impl ParticipantState {
                 info.clone(),
                 Some(self.member_sink()),
                 false,
-                RoleRequest {
+                JoinAccess {
+                    user,
                     requested: requested_role,
                     ceiling,
                 },
@@ -946,7 +950,7 @@ mod tests {
         let info = ParticipantInfo::new(ParticipantId("pada".into()), "Ada");
         let sink = MemberSink::new(|_| {});
         rooms
-            .join(room, info, Some(sink), false, RoleRequest::default())
+            .join(room, info, Some(sink), false, JoinAccess::default())
             .await
             .unwrap()
             .0

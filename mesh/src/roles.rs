@@ -15,9 +15,12 @@ pub struct JoinContext {
     pub settings: RoomSettings,
 }
 
-/// The role a joiner asks for and the highest one its access allows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RoleRequest {
+/// Who joins as far as access control knows, the role it asks for and the highest one its access
+/// allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinAccess {
+    /// The authenticated user (for the audit log); `None` without access control.
+    pub user: Option<String>,
     pub requested: Option<Role>,
     /// From access control: `Host` for a token with the moderate grant, `Speaker` with publish,
     /// `Audience` otherwise. `None` without access control (`--insecure-dev`): the room's own
@@ -25,9 +28,10 @@ pub struct RoleRequest {
     pub ceiling: Option<Role>,
 }
 
-impl RoleRequest {
+impl JoinAccess {
     pub fn open(requested: Option<Role>) -> Self {
         Self {
+            user: None,
             requested,
             ceiling: None,
         }
@@ -35,7 +39,7 @@ impl RoleRequest {
 }
 
 /// The role granted at join, and why the one asked for was not granted (if it was not).
-pub fn role_at_join(request: RoleRequest, room: JoinContext) -> (Role, Option<&'static str>) {
+pub fn role_at_join(request: &JoinAccess, room: JoinContext) -> (Role, Option<&'static str>) {
     let default = if room.settings.only_hosts_publish {
         Role::Audience
     } else {
@@ -164,12 +168,12 @@ mod tests {
     #[test]
     fn the_first_participant_hosts_unless_it_asks_for_less() {
         assert_eq!(
-            role_at_join(RoleRequest::open(None), room(true, false, false)).0,
+            role_at_join(&JoinAccess::open(None), room(true, false, false)).0,
             Role::Host
         );
         assert_eq!(
             role_at_join(
-                RoleRequest::open(Some(Role::Audience)),
+                &JoinAccess::open(Some(Role::Audience)),
                 room(true, false, false)
             )
             .0,
@@ -177,7 +181,7 @@ mod tests {
         );
         assert_eq!(
             role_at_join(
-                RoleRequest::open(Some(Role::Speaker)),
+                &JoinAccess::open(Some(Role::Speaker)),
                 room(true, false, false)
             )
             .0,
@@ -189,13 +193,13 @@ mod tests {
     fn host_is_granted_only_while_the_room_has_none() {
         assert_eq!(
             role_at_join(
-                RoleRequest::open(Some(Role::Host)),
+                &JoinAccess::open(Some(Role::Host)),
                 room(false, false, false)
             ),
             (Role::Host, None)
         );
         let (role, why) = role_at_join(
-            RoleRequest::open(Some(Role::Host)),
+            &JoinAccess::open(Some(Role::Host)),
             room(false, true, false),
         );
         assert_eq!(role, Role::Speaker);
@@ -205,11 +209,11 @@ mod tests {
     #[test]
     fn only_hosts_publish_makes_newcomers_audience() {
         assert_eq!(
-            role_at_join(RoleRequest::open(None), room(false, true, true)).0,
+            role_at_join(&JoinAccess::open(None), room(false, true, true)).0,
             Role::Audience
         );
         let (role, why) = role_at_join(
-            RoleRequest::open(Some(Role::Speaker)),
+            &JoinAccess::open(Some(Role::Speaker)),
             room(false, true, true),
         );
         assert_eq!(role, Role::Audience);
@@ -218,46 +222,47 @@ mod tests {
 
     #[test]
     fn access_control_caps_the_role_at_join() {
-        let with = |requested, ceiling| RoleRequest {
+        let with = |requested, ceiling| JoinAccess {
+            user: None,
             requested,
             ceiling: Some(ceiling),
         };
         // A host account hosts even a room that has one; an empty room does not make a
         // participant account its host.
         assert_eq!(
-            role_at_join(with(None, Role::Host), room(false, true, false)),
+            role_at_join(&with(None, Role::Host), room(false, true, false)),
             (Role::Host, None)
         );
         assert_eq!(
             role_at_join(
-                with(Some(Role::Audience), Role::Host),
+                &with(Some(Role::Audience), Role::Host),
                 room(false, true, false)
             )
             .0,
             Role::Audience
         );
         assert_eq!(
-            role_at_join(with(None, Role::Speaker), room(true, false, false)),
+            role_at_join(&with(None, Role::Speaker), room(true, false, false)),
             (Role::Speaker, None)
         );
         let (role, why) = role_at_join(
-            with(Some(Role::Host), Role::Speaker),
+            &with(Some(Role::Host), Role::Speaker),
             room(true, false, false),
         );
         assert_eq!(role, Role::Speaker);
         assert!(why.unwrap().contains("hosting"));
         assert_eq!(
-            role_at_join(with(None, Role::Speaker), room(false, true, true)).0,
+            role_at_join(&with(None, Role::Speaker), room(false, true, true)).0,
             Role::Audience
         );
         let (role, why) = role_at_join(
-            with(Some(Role::Speaker), Role::Audience),
+            &with(Some(Role::Speaker), Role::Audience),
             room(true, false, false),
         );
         assert_eq!(role, Role::Audience);
         assert!(why.is_some());
         assert_eq!(
-            role_at_join(with(None, Role::Audience), room(true, false, false)),
+            role_at_join(&with(None, Role::Audience), room(true, false, false)),
             (Role::Audience, None)
         );
     }

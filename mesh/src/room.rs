@@ -6,11 +6,12 @@
 //! raised hands; rules in [`crate::roles`]) and its dominant speaker, fed with audio levels. The
 //! actor lives while the room has local members. It never sees media.
 
+use crate::action_log::{ActionLog, ModeratedAction, ModerationEntry};
 use crate::core::DominantSpeakerDetector;
 use crate::core::dominant_speaker::NOISE_FLOOR_DBOV;
 use crate::directory::RoomDirectory;
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
-use crate::roles::{self, JoinContext, ListingChange, RoleRequest};
+use crate::roles::{self, JoinAccess, JoinContext, ListingChange};
 use kaskade_proto::signal::{
     ErrorCode, ModerationAction, ParticipantInfo, Role, RoomSettings, ServerMessage, TrackInfo,
 };
@@ -70,7 +71,7 @@ pub enum RoomMsg {
         info: ParticipantInfo,
         sink: Option<MemberSink>,
         hidden: bool,
-        role: RoleRequest,
+        role: JoinAccess,
         reply: RpcReplyPort<Result<RoomSnapshot, JoinRefused>>,
     },
     Leave {
@@ -136,12 +137,15 @@ struct Member {
     /// The node the member is connected to; `None` for this node.
     node: Option<String>,
     epoch: u64,
+    /// Its account (members of this node with access control), for the audit log.
+    user: Option<String>,
 }
 
 pub struct RoomState {
     name: RoomName,
     directory: Arc<RoomDirectory>,
     mesh: MeshSink,
+    action_log: Option<Arc<dyn ActionLog>>,
     myself: ActorRef<RoomMsg>,
     members: BTreeMap<ParticipantId, Member>,
     /// In publication order, so "the room's first publisher" means what it says.
@@ -379,6 +383,33 @@ impl RoomState {
         }
     }
 
+    /// Who `participant` is for the audit log: its account if known here, else its id.
+    fn audit_name(&self, participant: &ParticipantId) -> String {
+        self.members
+            .get(participant)
+            .and_then(|m| m.user.clone())
+            .unwrap_or_else(|| participant.to_string())
+    }
+
+    /// Reports an applied host action to the audit log.
+    fn log_action(
+        &self,
+        by: &ParticipantId,
+        action: ModeratedAction,
+        target: Option<&ParticipantId>,
+        detail: Option<String>,
+    ) {
+        if let Some(log) = &self.action_log {
+            log.log(ModerationEntry {
+                room: self.name.clone(),
+                actor: self.audit_name(by),
+                action,
+                target: target.map(|t| self.audit_name(t)),
+                detail,
+            });
+        }
+    }
+
     /// A host connected here asks for `action` on `target` (or on every non-host).
     fn moderate(
         &mut self,
@@ -437,6 +468,19 @@ impl RoomState {
             );
             return;
         }
+        let logged = match action {
+            ModerationAction::SetRole { role } => (
+                ModeratedAction::RoleChanged,
+                Some(format!("{role:?}").to_lowercase()),
+            ),
+            ModerationAction::Mute { kind } => (
+                ModeratedAction::Muted,
+                Some(format!("{kind:?}").to_lowercase()),
+            ),
+            ModerationAction::Remove => (ModeratedAction::Removed, None),
+            ModerationAction::EndMeeting => (ModeratedAction::MeetingEnded, None),
+        };
+        self.log_action(&by, logged.0, target.as_ref(), logged.1);
         for t in targets {
             if self.is_local(&t) {
                 self.moderate_local(&by, &t, action);
@@ -573,6 +617,7 @@ impl RoomState {
                 hidden: false,
                 node: Some(node.to_owned()),
                 epoch: 0,
+                user: None,
             },
         );
         self.audience_changed();
@@ -772,6 +817,7 @@ pub struct RoomArgs {
     pub name: RoomName,
     pub directory: Arc<RoomDirectory>,
     pub mesh: MeshSink,
+    pub action_log: Option<Arc<dyn ActionLog>>,
 }
 
 impl Actor for RoomActor {
@@ -789,6 +835,7 @@ impl Actor for RoomActor {
             name: args.name,
             directory: args.directory,
             mesh: args.mesh,
+            action_log: args.action_log,
             myself,
             members: BTreeMap::new(),
             tracks: Vec::new(),
@@ -853,7 +900,7 @@ impl Actor for RoomActor {
                         has_host: state.has_host(),
                         settings: state.settings,
                     };
-                    (info.role, note) = roles::role_at_join(role_request, context);
+                    (info.role, note) = roles::role_at_join(&role_request, context);
                 }
                 let mut snapshot = state.snapshot_for(info.role);
                 snapshot.role_note = note;
@@ -887,6 +934,7 @@ impl Actor for RoomActor {
                         hidden,
                         node: None,
                         epoch,
+                        user: role_request.user.clone(),
                     },
                 );
                 if let Some(sink) = old.and_then(|m| m.sink) {
@@ -1020,6 +1068,15 @@ impl Actor for RoomActor {
             RoomMsg::Moderate { by, target, action } => state.moderate(by, target, action),
             RoomMsg::SetSettings { by, settings } => {
                 if state.is_local(&by) && state.role_of(&by) == Some(Role::Host) {
+                    state.log_action(
+                        &by,
+                        ModeratedAction::SettingsChanged,
+                        None,
+                        Some(format!(
+                            "only_hosts_publish={} locked={}",
+                            settings.only_hosts_publish, settings.locked
+                        )),
+                    );
                     state.apply_settings(settings);
                     state
                         .mesh

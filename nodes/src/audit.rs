@@ -6,6 +6,8 @@
 
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::audit::{AuditAction, AuditLog, AuditRecord, RetentionPolicy};
+use kaskade_control::room_records::get_room;
+use kaskade_mesh::action_log::{ActionLog, ModeratedAction, ModerationEntry};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -91,6 +93,46 @@ impl Auditor {
         if self.tx.try_send(record).is_err() {
             warn!(?action, "audit queue full; record dropped");
         }
+    }
+}
+
+/// Rooms' applied moderation, recorded under the room's tenant (looked up in the room's record;
+/// the installation's scope for rooms without one, i.e. `--insecure-dev`).
+pub struct RoomActionLog {
+    pub auditor: Auditor,
+    pub control: Arc<AnyControlPlane>,
+}
+
+impl ActionLog for RoomActionLog {
+    fn log(&self, entry: ModerationEntry) {
+        let action = match entry.action {
+            ModeratedAction::RoleChanged => AuditAction::RoleChanged,
+            ModeratedAction::Muted => AuditAction::ParticipantMuted,
+            ModeratedAction::Removed => AuditAction::ParticipantRemoved,
+            ModeratedAction::SettingsChanged => AuditAction::SettingsChanged,
+            ModeratedAction::MeetingEnded => AuditAction::RoomEnded,
+        };
+        let auditor = self.auditor.clone();
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            let tenant = get_room(control.as_ref(), &entry.room)
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.tenant);
+            let target = match &entry.target {
+                Some(t) => format!("{} in {}", t, entry.room),
+                None => entry.room.to_string(),
+            };
+            auditor.record_with(
+                tenant.as_deref(),
+                &entry.actor,
+                action,
+                Some(&target),
+                entry.detail,
+                None,
+            );
+        });
     }
 }
 

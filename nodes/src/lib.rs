@@ -276,6 +276,10 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     .await;
     let (drained_tx, mut drained_rx) = tokio::sync::watch::channel(false);
     let auditor = audit::Auditor::start(control.clone(), config.retention);
+    rooms.set_action_log(Arc::new(audit::RoomActionLog {
+        auditor: auditor.clone(),
+        control: control.clone(),
+    }));
     let access = Arc::new(access_control(
         &config,
         &control,

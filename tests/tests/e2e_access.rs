@@ -544,6 +544,26 @@ fn changing_actions_leave_audit_records_that_admins_read_per_tenant() {
         "joined"
     );
     assert_eq!(invite(&node, "audited", Some(&host), json!({})).status, 201);
+    // Moderation by the host: recorded with the accounts of host and target.
+    let mut pupil_ws = WsConn::connect(&node.ws_url()).unwrap();
+    let joined = join(&mut pupil_ws, "audited", "P", Some(&pupil));
+    let pupil_id = joined["participant"].as_str().unwrap().to_owned();
+    teacher
+        .recv_until("the pupil", STEP, |v| v["type"] == "participant_joined")
+        .unwrap();
+    for msg in [
+        json!({"type": "mute_participant", "participant": pupil_id, "kind": "audio"}),
+        json!({"type": "set_role", "participant": pupil_id, "role": "audience"}),
+        json!({"type": "set_room_settings", "settings": {"locked": true}}),
+        json!({"type": "remove_participant", "participant": pupil_id}),
+        json!({"type": "end_meeting"}),
+    ] {
+        teacher.send_json(&msg).unwrap();
+    }
+    let ended = teacher
+        .recv_until("the end", STEP, |v| v["code"] == "meeting_ended")
+        .unwrap();
+    assert_eq!(ended["fatal"], true);
 
     let has = |lines: &[Value], action: &str, actor: &str| {
         lines
@@ -556,7 +576,12 @@ fn changing_actions_leave_audit_records_that_admins_read_per_tenant() {
             && has(&lines, "login", HOST.user)
             && has(&lines, "room_opened", HOST.user)
             && has(&lines, "invite_issued", HOST.user)
-            && has(&lines, "account_created", "cli");
+            && has(&lines, "account_created", "cli")
+            && has(&lines, "participant_muted", HOST.user)
+            && has(&lines, "role_changed", HOST.user)
+            && has(&lines, "settings_changed", HOST.user)
+            && has(&lines, "participant_removed", HOST.user)
+            && has(&lines, "room_ended", HOST.user);
         if all_there {
             Ok(lines)
         } else {
@@ -582,6 +607,16 @@ fn changing_actions_leave_audit_records_that_admins_read_per_tenant() {
         .find(|l| l["action"] == "room_opened")
         .unwrap();
     assert_eq!(opened["target"], "audited", "{opened}");
+    let removed = school
+        .iter()
+        .find(|l| l["action"] == "participant_removed")
+        .unwrap();
+    assert_eq!(removed["target"], "pupil in audited", "{removed}");
+    let demoted = school
+        .iter()
+        .find(|l| l["action"] == "role_changed")
+        .unwrap();
+    assert_eq!(demoted["detail"], "audience", "{demoted}");
 
     // Who may read what.
     assert!(

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use kaskade_mesh::roles::RoleRequest;
+use kaskade_mesh::roles::JoinAccess;
 use kaskade_mesh::{RoomError, RoomMsg};
 use kaskade_proto::signal::{
     LayerChoice, MediaKind, ParticipantInfo, Role, TrackInfo, TrackSource,
@@ -126,7 +126,8 @@ async fn join_room(
     ceiling: Option<Role>,
 ) -> Result<ActorRef<RoomMsg>, Response> {
     let id = info.id.clone();
-    let role = RoleRequest {
+    let role = JoinAccess {
+        user: None,
         requested: None,
         ceiling,
     };
@@ -364,7 +365,8 @@ async fn subscribe(
                 info.clone(),
                 None,
                 true,
-                RoleRequest {
+                JoinAccess {
+                    user: None,
                     requested: None,
                     ceiling,
                 },
