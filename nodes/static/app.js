@@ -4,6 +4,8 @@
 // *subscribe* RTCPeerConnection. Plain browser JavaScript, no build step, no external resources.
 // With access control on the node, every `join` carries an access token: from the page's
 // `?token=` (an invite link) or from a login (`POST /api/login`) kept in sessionStorage.
+// With a room passphrase (join form, `#e2ee=` / `?e2ee=`) media is end-to-end encrypted with
+// encoded transforms: the node forwards frames it cannot read (see "End-to-end encryption").
 'use strict';
 
 (function () {
@@ -240,6 +242,9 @@
       awaitingFrame: false,
       repairedAt: null, // performance.now() of the latest rejoin to repair the session
       tokenSent: null, // the access token of the latest `join` sent (to tell which one a refusal is about)
+      // End-to-end encryption: {mode, key} (the key is derived before the first node is asked),
+      // or null when the call is not end-to-end encrypted. Kept across moves.
+      e2ee: null,
     };
   }
 
@@ -297,6 +302,7 @@
       hideLogin();
     }
     if (s === 'left') ui.joinNote.textContent = 'You left the room.';
+    renderE2ee();
     if (!inCall) {
       ui.roleLabel.hidden = true;
       ui.audienceCount.hidden = true;
@@ -780,6 +786,19 @@
       (!room ? ui.room : ui.name).focus();
       return;
     }
+    const passphrase = ui.optE2ee.checked ? ui.e2eePassphrase.value : null;
+    if (passphrase !== null) {
+      const why = !passphrase
+        ? 'Enter the room passphrase (everyone in the room uses the same one), or turn end-to-end encryption off.'
+        : passphrase.length > E2EE_MAX_PASSPHRASE
+          ? `The passphrase is limited to ${E2EE_MAX_PASSPHRASE} characters.`
+          : e2eeUnsupported();
+      if (why) {
+        ui.joinNote.textContent = why;
+        if (!passphrase) ui.e2eePassphrase.focus();
+        return;
+      }
+    }
     hideError();
     clearCallUi();
     state = emptyState();
@@ -789,10 +808,27 @@
     const audience = ui.roleAudience.checked;
     const c = (call = newCall(room, name, ui.optMic.checked, ui.optCam.checked, audience ? 'audience' : null));
     setState('joining');
-    setStatus('Connecting\u2026');
     // The audience does not publish: no camera light until a host lets us speak.
     if (!audience) ensureMedia(c);
-    startLink(c, 'join', [wsUrl()]);
+    if (passphrase === null) {
+      setStatus('Connecting\u2026');
+      startLink(c, 'join', [wsUrl()]);
+      return;
+    }
+    // The key first: no peer connection exists before every track can be encrypted.
+    c.e2ee = { mode: e2eeMode(), key: null };
+    setStatus('Deriving the encryption key\u2026');
+    deriveE2eeKey(passphrase, room).then(
+      (key) => {
+        if (call !== c || c.ended) return;
+        c.e2ee.key = key;
+        setStatus('Connecting\u2026');
+        startLink(c, 'join', [wsUrl()]);
+      },
+      (e) => {
+        if (call === c && !c.ended) endCall(`Could not set up end-to-end encryption: ${describe(e)}`);
+      },
+    );
   }
 
   /** The `join` message for the call's next attempt (with `resume` once a node gave a token). */
@@ -1824,6 +1860,7 @@
     if (qualityTimer) return;
     qualityTimer = setInterval(() => {
       const s = sess;
+      renderE2ee();
       if (!live(s) || !s.joined) return;
       pollQuality(s).catch(() => {});
     }, QUALITY_POLL_MS);
@@ -1865,6 +1902,308 @@
     tile.quality.hidden = parts.length === 0;
     tile.el.dataset.resolution = tile.size ? `${tile.size.width}x${tile.size.height}` : '';
     tile.el.dataset.layer = layer ? String(layer.index) : '';
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // End-to-end encryption (encoded transforms)
+  // ---------------------------------------------------------------------------------------------
+  //
+  // With a room passphrase every encoded frame is encrypted in the browser before the packetizer
+  // and decrypted after the depacketizer: the node forwards media it cannot read. The packetizer's
+  // payload descriptor stays clear by construction; the transform also leaves the first bytes of
+  // each frame clear, the codec header the node (keyframe detection) and the receiving browser's
+  // depacketizer read. The key comes from the passphrase (PBKDF2, salted with the room name); the
+  // passphrase never goes to the node (`#e2ee=` in a link keeps it out of HTTP requests too).
+  // E2EE off: no transform, no different peer connection configuration, no codec preference.
+
+  const E2EE_PBKDF2_ITERATIONS = 600000; // OWASP's figure for PBKDF2-HMAC-SHA256
+  const E2EE_SALT_PREFIX = 'kaskade-e2ee/v1/room/';
+  const E2EE_KEY_ID = 1; // carried in every frame: a frame under another key fails at once
+  const E2EE_MAX_PASSPHRASE = 1024;
+  const E2EE_WARN_MS = 3000; // the indicator warns this long after a frame failed to decrypt
+
+  /** Frames passed through the transforms since the page loaded (window.kaskade.e2ee). */
+  const e2eeCounts = { encryptedFrames: 0, decryptedFrames: 0, decryptFailures: 0, encryptFailures: 0 };
+  let e2eeWorker = null; // the transform worker (RTCRtpScriptTransform), made once per page
+  let e2eeCipher = null; // the main-thread cipher (createEncodedStreams fallback)
+  const e2eeAttached = new WeakSet(); // senders and receivers that have their transform
+  let e2eeCountTimer = null; // refreshes the indicator from the main-thread cipher's counts
+  let e2eeLastFailures = 0;
+  let e2eeFailedAt = 0;
+
+  /**
+   * The frame cipher. Self-contained: its source is also the transform worker's code (a Blob URL,
+   * the node serves no other script), so it uses nothing from around it. `counts` is updated.
+   *
+   * A frame on the wire: clear prefix | AES-GCM ciphertext and 16-byte tag | IV (12) | prefix
+   * length (1) | key id (1). The IV is random per frame; the clear prefix, its length and the key
+   * id are authenticated (additional data). The clear prefix: VP8 keyframes 10 bytes (3-byte frame
+   * tag with the P bit the node's keyframe detection reads, start code, width and height that the
+   * receiver's depacketizer reads), VP8 delta frames 3 (the frame tag), Opus 1 (the TOC byte). A
+   * frame that cannot be encrypted is dropped, never sent in clear; one that cannot be decrypted
+   * (other passphrase, no E2EE at the sender, tampered) is dropped before the decoder.
+   */
+  function e2eeFrameCipher(counts) {
+    const IV_BYTES = 12;
+    const TAG_BYTES = 16;
+    const TRAILER_BYTES = IV_BYTES + 2;
+    const CLEAR_BYTES = { key: 10, delta: 3, audio: 1 };
+
+    function clearBytes(frame, kind) {
+      if (kind === 'audio') return CLEAR_BYTES.audio;
+      return frame.type === 'key' ? CLEAR_BYTES.key : CLEAR_BYTES.delta;
+    }
+
+    /** Additional data: the clear prefix, its length, the key id. */
+    function additional(data, clear, keyId) {
+      const ad = new Uint8Array(clear + 2);
+      ad.set(data.subarray(0, clear), 0);
+      ad[clear] = clear;
+      ad[clear + 1] = keyId;
+      return ad;
+    }
+
+    async function encrypt(frame, kind, key, keyId) {
+      const data = new Uint8Array(frame.data);
+      const clear = Math.min(clearBytes(frame, kind), data.length);
+      const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+      const sealed = new Uint8Array(
+        await crypto.subtle.encrypt(
+          { name: 'AES-GCM', iv, additionalData: additional(data, clear, keyId), tagLength: TAG_BYTES * 8 },
+          key,
+          data.subarray(clear),
+        ),
+      );
+      const out = new Uint8Array(clear + sealed.length + TRAILER_BYTES);
+      out.set(data.subarray(0, clear), 0);
+      out.set(sealed, clear);
+      out.set(iv, clear + sealed.length);
+      out[out.length - 2] = clear;
+      out[out.length - 1] = keyId;
+      frame.data = out.buffer;
+    }
+
+    async function decrypt(frame, key, keyId) {
+      const data = new Uint8Array(frame.data);
+      const n = data.length;
+      if (n < TAG_BYTES + TRAILER_BYTES) throw new Error('too short to be encrypted');
+      if (data[n - 1] !== keyId) throw new Error(`unknown key id ${data[n - 1]}`);
+      const clear = data[n - 2];
+      const end = n - TRAILER_BYTES;
+      if (clear + TAG_BYTES > end) throw new Error('bad clear prefix length');
+      const iv = data.slice(end, end + IV_BYTES);
+      const plain = new Uint8Array(
+        await crypto.subtle.decrypt(
+          { name: 'AES-GCM', iv, additionalData: additional(data, clear, keyId), tagLength: TAG_BYTES * 8 },
+          key,
+          data.subarray(clear, end),
+        ),
+      );
+      const out = new Uint8Array(clear + plain.length);
+      out.set(data.subarray(0, clear), 0);
+      out.set(plain, clear);
+      frame.data = out.buffer;
+    }
+
+    /** A TransformStream of encoded frames: `operation` 'encrypt' | 'decrypt'. */
+    function transformer(operation, kind, key, keyId) {
+      return new TransformStream({
+        async transform(frame, controller) {
+          if (frame.data.byteLength === 0) {
+            controller.enqueue(frame); // nothing to hide (an empty frame)
+            return;
+          }
+          if (operation === 'encrypt') {
+            try {
+              await encrypt(frame, kind, key, keyId);
+            } catch (_) {
+              counts.encryptFailures += 1;
+              return; // dropped: never sent in clear
+            }
+            counts.encryptedFrames += 1;
+          } else {
+            try {
+              await decrypt(frame, key, keyId);
+            } catch (_) {
+              counts.decryptFailures += 1;
+              return; // dropped: the decoder only sees what we could decrypt
+            }
+            counts.decryptedFrames += 1;
+          }
+          controller.enqueue(frame);
+        },
+      });
+    }
+
+    return { transformer };
+  }
+
+  /** The transform worker's code: one cipher for every transform, counts posted to the page. */
+  function e2eeWorkerMain(makeCipher) {
+    const counts = { encryptedFrames: 0, decryptedFrames: 0, decryptFailures: 0, encryptFailures: 0 };
+    const cipher = makeCipher(counts);
+    let sent = '';
+    self.onrtctransform = (ev) => {
+      const t = ev.transformer;
+      const o = t.options || {};
+      t.readable
+        .pipeThrough(cipher.transformer(o.operation, o.kind, o.key, o.keyId))
+        .pipeTo(t.writable)
+        .catch(() => {}); // the sender or receiver went away
+    };
+    setInterval(() => {
+      const now = JSON.stringify(counts);
+      if (now !== sent) {
+        sent = now;
+        self.postMessage({ type: 'counts', counts });
+      }
+    }, 200);
+  }
+
+  /** How this browser transforms encoded frames: 'script-transform', 'encoded-streams' or null. */
+  function e2eeMode() {
+    if (typeof window.RTCRtpScriptTransform === 'function' && typeof window.Worker === 'function') return 'script-transform';
+    const S = window.RTCRtpSender;
+    const R = window.RTCRtpReceiver;
+    if (S && R && typeof S.prototype.createEncodedStreams === 'function' && typeof R.prototype.createEncodedStreams === 'function') {
+      return 'encoded-streams';
+    }
+    return null;
+  }
+
+  /** Why E2EE cannot work in this page, or null. */
+  function e2eeUnsupported() {
+    if (!window.isSecureContext || !window.crypto || !window.crypto.subtle) {
+      return 'End-to-end encryption needs a secure origin (https, or localhost).';
+    }
+    if (!e2eeMode()) return 'This browser cannot encrypt media end to end (no encoded transforms).';
+    return null;
+  }
+
+  /** The AES-GCM key of a room passphrase: PBKDF2-SHA-256, salted with the room name. */
+  async function deriveE2eeKey(passphrase, room) {
+    const enc = new TextEncoder();
+    const base = await crypto.subtle.importKey('raw', enc.encode(passphrase), 'PBKDF2', false, ['deriveKey']);
+    return crypto.subtle.deriveKey(
+      { name: 'PBKDF2', salt: enc.encode(E2EE_SALT_PREFIX + room), iterations: E2EE_PBKDF2_ITERATIONS, hash: 'SHA-256' },
+      base,
+      { name: 'AES-GCM', length: 256 },
+      false,
+      ['encrypt', 'decrypt'],
+    );
+  }
+
+  function e2eeWorkerInstance() {
+    if (!e2eeWorker) {
+      const src = `'use strict';\n(${e2eeWorkerMain.toString()})(${e2eeFrameCipher.toString()});\n`;
+      const url = URL.createObjectURL(new Blob([src], { type: 'text/javascript' }));
+      e2eeWorker = new Worker(url, { name: 'kaskade-e2ee' });
+      URL.revokeObjectURL(url);
+      e2eeWorker.onmessage = (ev) => {
+        const d = ev.data;
+        if (isObj(d) && d.type === 'counts' && isObj(d.counts)) {
+          for (const k of Object.keys(e2eeCounts)) e2eeCounts[k] = count(d.counts[k]);
+          renderE2ee();
+        }
+      };
+      e2eeWorker.onerror = (ev) => console.error('kaskade: the E2EE worker failed', ev.message || ev);
+    }
+    return e2eeWorker;
+  }
+
+  /** The peer connection configuration: only the encoded-streams fallback of E2EE changes it. */
+  function pcConfig() {
+    const config = { iceServers: [] };
+    const e = call && call.e2ee;
+    if (e && e.mode === 'encoded-streams') config.encodedInsertableStreams = true;
+    return config;
+  }
+
+  /** Puts the call's frame transform on a sender ('encrypt') or receiver ('decrypt'), once. */
+  function attachE2ee(endpoint, operation, kind) {
+    const e = call && call.e2ee;
+    if (!e || !endpoint || e2eeAttached.has(endpoint)) return;
+    if (!e.key) throw new Error('no encryption key yet');
+    e2eeAttached.add(endpoint);
+    const k = kind === 'audio' ? 'audio' : 'video';
+    if (e.mode === 'script-transform') {
+      endpoint.transform = new RTCRtpScriptTransform(e2eeWorkerInstance(), {
+        operation,
+        kind: k,
+        key: e.key,
+        keyId: E2EE_KEY_ID,
+      });
+      return;
+    }
+    if (!e2eeCipher) e2eeCipher = e2eeFrameCipher(e2eeCounts);
+    const { readable, writable } = endpoint.createEncodedStreams();
+    readable
+      .pipeThrough(e2eeCipher.transformer(operation, k, e.key, E2EE_KEY_ID))
+      .pipeTo(writable)
+      .catch(() => {}); // the sender or receiver went away
+    if (!e2eeCountTimer) e2eeCountTimer = setInterval(renderE2ee, 500);
+  }
+
+  /**
+   * With E2EE, a new publish transceiver gets the encrypting transform before it is negotiated
+   * (so no frame leaves in clear), and video prefers VP8: its packetizer takes the encrypted
+   * frame as it is, where H.264's and AV1's parse the bitstream. If the transform cannot be put
+   * on, the track is taken off the sender rather than sent in clear.
+   */
+  function protectSender(tr, kind) {
+    const e = call && call.e2ee;
+    if (!e) return;
+    if (kind === 'video' && typeof tr.setCodecPreferences === 'function' && window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities) {
+      try {
+        const caps = RTCRtpReceiver.getCapabilities('video');
+        const codecs = (caps && caps.codecs) || [];
+        const vp8 = codecs.filter((c) => /^video\/vp8$/i.test(c.mimeType));
+        const helpers = codecs.filter((c) => /^video\/(rtx|red|ulpfec|flexfec-03)$/i.test(c.mimeType));
+        if (vp8.length) tr.setCodecPreferences(vp8.concat(helpers));
+      } catch (err) {
+        console.warn('kaskade: E2EE: could not prefer VP8', err);
+      }
+    }
+    try {
+      attachE2ee(tr.sender, 'encrypt', kind);
+    } catch (err) {
+      console.error('kaskade: E2EE: could not encrypt a track; not sending it', err);
+      tr.sender.replaceTrack(null).catch(() => {});
+      showError(`End-to-end encryption failed for your ${kind}: it is not sent (${describe(err)}).`, false);
+    }
+  }
+
+  /** With E2EE, a receiver gets the decrypting transform (from ontrack, before its frames). */
+  function protectReceiver(receiver) {
+    if (!(call && call.e2ee) || !receiver || !receiver.track) return;
+    try {
+      attachE2ee(receiver, 'decrypt', receiver.track.kind);
+    } catch (err) {
+      console.error('kaskade: E2EE: could not decrypt a received track', err);
+    }
+  }
+
+  /** The "E2EE on" indicator in the top bar; warns while frames fail to decrypt. */
+  function renderE2ee() {
+    if (!ui.e2eeLabel) return;
+    const on = !!(call && !call.ended && call.e2ee) && lastState === 'joined';
+    ui.e2eeLabel.hidden = !on;
+    document.body.dataset.e2ee = on ? 'on' : 'off';
+    if (!on) return;
+    const now = performance.now();
+    if (e2eeCounts.decryptFailures > e2eeLastFailures) e2eeFailedAt = now;
+    e2eeLastFailures = e2eeCounts.decryptFailures;
+    const warn = e2eeFailedAt > 0 && now - e2eeFailedAt < E2EE_WARN_MS;
+    ui.e2eeLabel.dataset.warn = warn ? 'true' : 'false';
+    ui.e2eeText.textContent = warn ? 'E2EE on \u00b7 cannot decrypt some media' : 'E2EE on';
+    ui.e2eeLabel.title = warn
+      ? 'Media from someone cannot be decrypted: they use another passphrase, or none.'
+      : `End-to-end encrypted: the server forwards media it cannot read. ${e2eeCounts.encryptedFrames} frames encrypted, ${e2eeCounts.decryptedFrames} decrypted.`;
+  }
+
+  /** The join form's E2EE part: the passphrase field shows while the box is ticked. */
+  function syncE2eeForm() {
+    ui.e2eeField.hidden = !ui.optE2ee.checked;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1918,7 +2257,7 @@
   }
 
   function createPublishPc(s) {
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection(pcConfig());
     s.publishPc = pc;
     pc.onicecandidate = (ev) => sendCandidate(s, 'publish', ev.candidate);
     pc.onconnectionstatechange = () => {
@@ -1979,6 +2318,7 @@
     const { mic, cam, screen } = s.local;
     if (mic) {
       const tr = pc.addTransceiver(mic.track, { direction: 'sendonly', streams: [media.stream] });
+      protectSender(tr, 'audio');
       s.sources.set(tr, 'microphone');
       mic.transceiver = tr;
     }
@@ -1994,6 +2334,7 @@
         console.warn('kaskade: simulcast not available, sending one layer', e);
         tr = pc.addTransceiver(cam.track, { direction: 'sendonly', streams: [media.stream] });
       }
+      protectSender(tr, 'video');
       s.sources.set(tr, 'camera');
       cam.transceiver = tr;
     }
@@ -2050,6 +2391,7 @@
   /** Publishes a screen track on the session's publish connection (no simulcast). */
   function addScreenTransceiver(s, l) {
     const tr = s.publishPc.addTransceiver(l.track, { direction: 'sendonly', streams: [l.stream] });
+    protectSender(tr, 'video');
     s.sources.set(tr, 'screen');
     l.transceiver = tr;
     l.track.addEventListener('ended', () => {
@@ -2359,10 +2701,11 @@
   }
 
   function createSubscribePc(s) {
-    const pc = new RTCPeerConnection({ iceServers: [] });
+    const pc = new RTCPeerConnection(pcConfig());
     s.subscribePc = pc;
     pc.onicecandidate = (ev) => sendCandidate(s, 'subscribe', ev.candidate);
     pc.ontrack = (ev) => {
+      protectReceiver(ev.receiver); // E2EE: before its first frame reaches the decoder
       if (!live(s)) return;
       // The track starts "muted" until media flows; refresh the tile when that changes.
       ev.track.onunmute = () => {
@@ -2404,6 +2747,7 @@
         if (!okKey(trackId) || !has(state.subscribeTracks, t.mid) || s.gone.has(trackId)) continue;
         const track = t.receiver && t.receiver.track;
         if (!track) continue;
+        protectReceiver(t.receiver); // E2EE: normally done in ontrack already
         const info = has(state.tracks, trackId) ? state.tracks[trackId] : null;
         if (info && info.participant === state.participantId) continue; // never play ourselves
         const kind = info ? info.kind : track.kind;
@@ -3023,6 +3367,15 @@
       return submitLogin();
     },
     logout: () => logout(),
+    /**
+     * End-to-end encryption: {enabled (this call encrypts), mode ('script-transform' |
+     * 'encoded-streams' | null), encryptedFrames, decryptedFrames, decryptFailures,
+     * encryptFailures} — frame counts since the page loaded.
+     */
+    get e2ee() {
+      const e = call && call.e2ee;
+      return Object.assign({ enabled: !!e, mode: e ? e.mode : null }, e2eeCounts);
+    },
     stats,
     setLayer,
     join: () => join(),
@@ -3087,6 +3440,11 @@
     ui.loginError = $('#login-error');
     ui.loginStatus = $('#login-status');
     ui.logout = $('#logout');
+    ui.optE2ee = $('#opt-e2ee');
+    ui.e2eeField = $('#e2ee-field');
+    ui.e2eePassphrase = $('#e2ee-passphrase');
+    ui.e2eeLabel = $('#e2ee-label');
+    ui.e2eeText = $('#e2ee-text');
 
     ui.joinForm.addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -3117,6 +3475,10 @@
     ui.participants.addEventListener('click', onModerationClick);
     ui.handQueue.addEventListener('click', onModerationClick);
     ui.enableAudio.addEventListener('click', enableAudio);
+    ui.optE2ee.addEventListener('change', () => {
+      syncE2eeForm();
+      if (ui.optE2ee.checked && !ui.e2eePassphrase.value) ui.e2eePassphrase.focus();
+    });
     window.addEventListener('pagehide', () => {
       if (live(sess)) {
         sess.leaving = true;
@@ -3134,6 +3496,14 @@
     const role = params.get('role');
     if (role === 'audience') ui.roleAudience.checked = true;
     else if (role === 'participant' || role === 'speaker' || role === 'host') ui.roleParticipant.checked = true;
+    // `?e2ee=` or, better, `#e2ee=` (a fragment never reaches the server): the room passphrase.
+    const hash = new URLSearchParams(window.location.hash.replace(/^#/, ''));
+    const e2ee = hash.get('e2ee') ?? params.get('e2ee');
+    if (e2ee) {
+      ui.optE2ee.checked = true;
+      ui.e2eePassphrase.value = e2ee.slice(0, E2EE_MAX_PASSPHRASE);
+    }
+    syncE2eeForm();
     const site = params.get('site');
     if (site && site.length <= 64 && !site.includes('/')) siteParam = site;
 

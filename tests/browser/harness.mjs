@@ -1,6 +1,7 @@
-// Owns: what the browser scenarios (two_pages.mjs, failover.mjs) share — the Chromium flags
-// checked on this machine kind, JSON-lines output, and polling a page until a condition holds
-// with a stage-tagged error when it does not.
+// Owns: what the browser scenarios (two_pages.mjs, failover.mjs, e2ee.mjs, …) share — the Chromium flags
+// checked on this machine kind, JSON-lines output, polling a page until a condition holds
+// with a stage-tagged error when it does not, and reading a page's test hooks (pageView,
+// decodedGrowth).
 
 // Fake camera/microphone/screen without prompts, no GPU, no network services of the browser's
 // own, no throttling of pages that are not in front.
@@ -67,4 +68,63 @@ export function parseOptions(argv, defaults) {
   out.url = out.url.replace(/\/+$/, '');
   out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
   return out;
+}
+
+/**
+ * What a Kaskade page reports through its test hooks: page state, status line, the visible error
+ * banner, our participant id, `kaskade.e2ee` and `kaskade.stats()`.
+ */
+export async function pageView(page) {
+  return page.evaluate(async () => {
+    const k = window.kaskade;
+    const banner = document.querySelector('#error-banner');
+    let stats = null;
+    let statsError = null;
+    try {
+      stats = k ? await k.stats() : null;
+    } catch (e) {
+      statsError = String(e);
+    }
+    return {
+      state: document.body?.dataset?.state ?? null,
+      status: document.querySelector('#status')?.textContent?.trim() ?? null,
+      error: banner && !banner.hidden ? banner.textContent.trim() : null,
+      participantId: k?.participantId ?? null,
+      e2ee: k?.e2ee ?? null,
+      stats,
+      statsError,
+    };
+  });
+}
+
+/**
+ * Waits until the video tile `pick(tile)` selects (from `kaskade.stats().tiles`) has decoded
+ * `growth` frames more than when it was first seen decoding; returns the growth, the frame rate
+ * over that span and the decoded size.
+ */
+export async function decodedGrowth(stage, page, what, pick, growth, timeoutMs) {
+  const started = Date.now();
+  let first = null;
+  return until(stage, `${what} decoding ${growth} more frames`, timeoutMs, async () => {
+    const v = await pageView(page);
+    const tile = (v.stats?.tiles ?? []).find(pick);
+    const frames = tile?.framesDecoded ?? 0;
+    if (first === null && frames > 0) first = { frames, at: Date.now() };
+    if (first !== null && frames - first.frames >= growth) {
+      const secs = (Date.now() - first.at) / 1000;
+      return {
+        ok: true,
+        value: {
+          trackId: tile.trackId,
+          framesDecoded: frames,
+          growth: frames - first.frames,
+          fps: secs > 0 ? (frames - first.frames) / secs : 0,
+          width: tile.frameWidth ?? 0,
+          height: tile.frameHeight ?? 0,
+          waitedMs: Date.now() - started,
+        },
+      };
+    }
+    return { ok: false, last: { tile, state: v.state, error: v.error, statsError: v.statsError } };
+  });
 }
