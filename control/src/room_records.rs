@@ -1,7 +1,8 @@
 //! Room records: which tenant a room belongs to, who opened it and when, kept as durable records
 //! (`rooms/{room}`) so every node of the mesh resolves a room to the same tenant. A room name is
 //! unique across the installation; a user of another tenant is told the room does not exist for
-//! it, never who owns it. Protection settings (password, lobby, lock, bans) extend this record.
+//! it, never who owns it. The room's protection lives here too, so every node checks the same:
+//! its password (argon2id hash) and the accounts (or invites) banned from it.
 
 use crate::records::{Expect, Record};
 use crate::{ControlError, ControlPlane};
@@ -15,6 +16,57 @@ pub struct RoomRecord {
     /// The user who opened it.
     pub created_by: String,
     pub created_at_ms: u64,
+    /// Argon2id PHC string of the room password; participants who may not host must give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<String>,
+    /// User ids (accounts, or `guest-…` invites) that may not join again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub banned: Vec<String>,
+}
+
+impl RoomRecord {
+    pub fn new(tenant: String, created_by: String, created_at_ms: u64) -> Self {
+        Self {
+            tenant,
+            created_by,
+            created_at_ms,
+            password_hash: None,
+            banned: Vec::new(),
+        }
+    }
+}
+
+/// How often a conditional update of a room record is tried.
+const UPDATE_TRIES: usize = 8;
+
+/// Applies `change` to `room`'s record with a conditional write, retrying on conflicts; `false`
+/// if the room has no record.
+pub async fn update_room<C: ControlPlane>(
+    control: &C,
+    room: &RoomName,
+    change: impl Fn(&mut RoomRecord),
+) -> Result<bool, ControlError> {
+    let key = room_key(room);
+    for _ in 0..UPDATE_TRIES {
+        let Some(stored) = control.get_record(&key).await? else {
+            return Ok(false);
+        };
+        let mut record = decode(&stored)?;
+        change(&mut record);
+        let value = serde_json::to_vec(&record)
+            .map_err(|e| ControlError::Malformed(format!("room record: {e}")))?;
+        match control
+            .put_record(&key, value, Expect::Version(stored.version))
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(ControlError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ControlError::Unavailable(format!(
+        "room {room} kept changing; try again"
+    )))
 }
 
 /// Key of a room's record.
@@ -92,11 +144,7 @@ mod tests {
     use crate::memory::MemoryControlPlane;
 
     fn record(tenant: &str) -> RoomRecord {
-        RoomRecord {
-            tenant: tenant.into(),
-            created_by: "ada".into(),
-            created_at_ms: 1,
-        }
+        RoomRecord::new(tenant.into(), "ada".into(), 1)
     }
 
     #[tokio::test]
@@ -122,6 +170,17 @@ mod tests {
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["maths"]);
+        assert!(
+            update_room(&control, &maths, |r| r.banned.push("eve".into()))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            get_room(&control, &maths).await.unwrap().unwrap().banned,
+            ["eve"]
+        );
+        let nowhere = RoomName::parse("nowhere").unwrap();
+        assert!(!update_room(&control, &nowhere, |_| {}).await.unwrap());
         assert!(delete_room(&control, &maths).await.unwrap());
         assert_eq!(get_room(&control, &maths).await.unwrap(), None);
     }

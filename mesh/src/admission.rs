@@ -40,6 +40,22 @@ pub struct JoinGrant {
     pub name: Option<String>,
 }
 
+/// What a join presents to access control.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinCredentials<'a> {
+    /// Access token.
+    pub token: Option<&'a str>,
+    /// The room's password.
+    pub password: Option<&'a str>,
+}
+
+/// A change to a room's protection, by a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtectionChange {
+    /// Set (`Some`) or clear the room's password.
+    Password(Option<String>),
+}
+
 /// Why access control refused a join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinDenied {
@@ -55,14 +71,23 @@ pub trait JoinGate: Send + Sync {
     /// control plane is unreachable (the room already exists in the mesh).
     async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission;
 
-    /// Checks the access token a join presents for `room`. Without access control every join
-    /// is allowed with the room's own role rules.
+    /// Checks the access token (and the room's password, if it has one) a join presents for
+    /// `room`. Without access control every join is allowed with the room's own role rules.
     async fn authorize(
         &self,
         _room: &RoomName,
-        _token: Option<&str>,
+        _credentials: JoinCredentials<'_>,
     ) -> Result<JoinGrant, JoinDenied> {
         Ok(JoinGrant::default())
+    }
+
+    /// Changes `room`'s protection for a host (the caller checked the role). Needs access
+    /// control: without it there is nowhere to keep it.
+    async fn protect(&self, _room: &RoomName, _change: ProtectionChange) -> Result<(), JoinDenied> {
+        Err(JoinDenied {
+            code: ErrorCode::BadRequest,
+            message: "room passwords need a node with access control".into(),
+        })
     }
 
     /// A token the client can present to resume as `participant` of `room`, keeping the role

@@ -6,6 +6,7 @@ use crate::action_log::ActionLog;
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use crate::roles::JoinAccess;
 use crate::room::{JoinRefused, MemberSink, RoomActor, RoomArgs, RoomMsg, RoomSnapshot};
+use crate::room_guard::RoomGuard;
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::ParticipantInfo;
 use ractor::{Actor, ActorId, ActorRef};
@@ -42,6 +43,8 @@ pub struct RoomDirectory {
     mesh: MeshSink,
     /// Where rooms report applied moderation (set once by the node).
     action_log: OnceLock<Arc<dyn ActionLog>>,
+    /// Where rooms send bans (set once by the node).
+    guard: OnceLock<Arc<dyn RoomGuard>>,
 }
 
 impl RoomDirectory {
@@ -56,7 +59,13 @@ impl RoomDirectory {
             rooms: Mutex::default(),
             mesh,
             action_log: OnceLock::new(),
+            guard: OnceLock::new(),
         })
+    }
+
+    /// Makes rooms opened from now on send bans to `guard`; only the first call counts.
+    pub fn set_guard(&self, guard: Arc<dyn RoomGuard>) {
+        let _ = self.guard.set(guard);
     }
 
     /// Makes rooms opened from now on report applied moderation to `log`; only the first
@@ -127,6 +136,7 @@ impl RoomDirectory {
                 directory: self.clone(),
                 mesh: self.mesh.clone(),
                 action_log: self.action_log.get().cloned(),
+                guard: self.guard.get().cloned(),
             },
         )
         .await

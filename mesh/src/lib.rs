@@ -14,6 +14,7 @@ pub mod forwarder;
 pub mod participant;
 pub mod roles;
 pub mod room;
+pub mod room_guard;
 
 pub use directory::{RoomDirectory, RoomError};
 pub use room::{RoomMsg, RoomSnapshot};

@@ -4,7 +4,7 @@
 //! into each other, one message at a time. The socket itself stays with the transport, which
 //! feeds frames in as [`ParticipantMsg::Text`] and writes out what arrives on the output channel.
 
-use crate::admission::{Admission, JoinGate};
+use crate::admission::{Admission, JoinCredentials, JoinGate, ProtectionChange};
 use crate::directory::{RoomDirectory, RoomError};
 use crate::engine_api::{
     EdgeError, EdgeEvent, EngineCommand, EngineHandle, EventSink, SessionKey, TrackDescriptor,
@@ -57,6 +57,7 @@ struct JoinAsk {
     site: Option<String>,
     requested_role: Option<Role>,
     token: Option<String>,
+    password: Option<String>,
 }
 
 pub struct ParticipantArgs {
@@ -196,6 +197,7 @@ impl ParticipantState {
             site,
             role,
             token,
+            password,
         } = message
         {
             return self
@@ -207,6 +209,7 @@ impl ParticipantState {
                     site,
                     requested_role: role,
                     token,
+                    password,
                 })
                 .await;
         }
@@ -337,8 +340,29 @@ impl ParticipantState {
             ClientMessage::MuteParticipant { participant, kind } => {
                 self.moderate(participant, ModerationAction::Mute { kind });
             }
-            ClientMessage::RemoveParticipant { participant } => {
-                self.moderate(Some(participant), ModerationAction::Remove);
+            ClientMessage::RemoveParticipant { participant, ban } => {
+                self.moderate(Some(participant), ModerationAction::Remove { ban });
+            }
+            ClientMessage::SetRoomPassword { password } => {
+                if !self.role.may_moderate() {
+                    self.fail(ErrorCode::Forbidden, "only hosts may do this");
+                    return false;
+                }
+                let Some(room) = self.joined.as_ref().map(|j| j.room.clone()) else {
+                    return false;
+                };
+                let protected = password.is_some();
+                match self
+                    .gate
+                    .protect(&room, ProtectionChange::Password(password))
+                    .await
+                {
+                    Ok(()) => {
+                        info!(room = %room, participant = %self.participant, protected, "room password changed");
+                        self.send(ServerMessage::RoomPasswordSet { protected });
+                    }
+                    Err(denied) => self.fail(denied.code, denied.message),
+                }
             }
             ClientMessage::EndMeeting {} => {
                 self.moderate(None, ModerationAction::EndMeeting);
@@ -475,6 +499,7 @@ impl ParticipantState {
             site,
             requested_role,
             token,
+            password,
         } = ask;
         let site = site.as_deref();
         if self.joined.is_some() {
@@ -504,7 +529,11 @@ impl ParticipantState {
                 }
             }
         } else {
-            match self.gate.authorize(&room, token.as_deref()).await {
+            let credentials = JoinCredentials {
+                token: token.as_deref(),
+                password: password.as_deref(),
+            };
+            match self.gate.authorize(&room, credentials).await {
                 Ok(grant) => {
                     if let Some(user) = &grant.user {
                         info!(room = %room, participant = %self.participant, %user, ceiling = ?grant.ceiling, "join authorised");

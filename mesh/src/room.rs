@@ -12,6 +12,7 @@ use crate::core::dominant_speaker::NOISE_FLOOR_DBOV;
 use crate::directory::RoomDirectory;
 use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use crate::roles::{self, JoinAccess, JoinContext, ListingChange};
+use crate::room_guard::RoomGuard;
 use kaskade_proto::signal::{
     ErrorCode, ModerationAction, ParticipantInfo, Role, RoomSettings, ServerMessage, TrackInfo,
 };
@@ -146,6 +147,7 @@ pub struct RoomState {
     directory: Arc<RoomDirectory>,
     mesh: MeshSink,
     action_log: Option<Arc<dyn ActionLog>>,
+    guard: Option<Arc<dyn RoomGuard>>,
     myself: ActorRef<RoomMsg>,
     members: BTreeMap<ParticipantId, Member>,
     /// In publication order, so "the room's first publisher" means what it says.
@@ -366,7 +368,13 @@ impl RoomState {
                     },
                 );
             }
-            ModerationAction::Remove => {
+            ModerationAction::Remove { ban } => {
+                if ban
+                    && let Some(user) = &member.user
+                    && let Some(guard) = &self.guard
+                {
+                    guard.ban(&self.name, user);
+                }
                 let name = self
                     .members
                     .get(by)
@@ -477,7 +485,9 @@ impl RoomState {
                 ModeratedAction::Muted,
                 Some(format!("{kind:?}").to_lowercase()),
             ),
-            ModerationAction::Remove => (ModeratedAction::Removed, None),
+            ModerationAction::Remove { ban } => {
+                (ModeratedAction::Removed, ban.then(|| "banned".to_owned()))
+            }
             ModerationAction::EndMeeting => (ModeratedAction::MeetingEnded, None),
         };
         self.log_action(&by, logged.0, target.as_ref(), logged.1);
@@ -818,6 +828,7 @@ pub struct RoomArgs {
     pub directory: Arc<RoomDirectory>,
     pub mesh: MeshSink,
     pub action_log: Option<Arc<dyn ActionLog>>,
+    pub guard: Option<Arc<dyn RoomGuard>>,
 }
 
 impl Actor for RoomActor {
@@ -836,6 +847,7 @@ impl Actor for RoomActor {
             directory: args.directory,
             mesh: args.mesh,
             action_log: args.action_log,
+            guard: args.guard,
             myself,
             members: BTreeMap::new(),
             tracks: Vec::new(),

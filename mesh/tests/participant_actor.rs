@@ -3,7 +3,9 @@
 //! automatic subscription of the other participant.
 
 use kaskade_mesh::RoomDirectory;
-use kaskade_mesh::admission::{Admission, JoinDenied, JoinGate, JoinGrant, ResumeClaim};
+use kaskade_mesh::admission::{
+    Admission, JoinCredentials, JoinDenied, JoinGate, JoinGrant, ResumeClaim,
+};
 use kaskade_mesh::engine_api::{
     EngineCommand, EngineHandle, PublishOutcome, SubscribeOffer, TrackDescriptor,
 };
@@ -49,12 +51,12 @@ impl JoinGate for TestGate {
     async fn authorize(
         &self,
         room: &RoomName,
-        token: Option<&str>,
+        credentials: JoinCredentials<'_>,
     ) -> Result<JoinGrant, JoinDenied> {
         if room.as_str() != "guarded" {
             return Ok(JoinGrant::default());
         }
-        let (user, ceiling) = match token {
+        let (user, ceiling) = match credentials.token {
             Some("watch") => ("watcher", Role::Audience),
             Some("teach") => ("teacher", Role::Host),
             _ => {

@@ -1,4 +1,4 @@
-//! The node's side of the audit log: request handlers hand records to an [`Auditor`], whose one
+//! The node's side of the audit log (and of the bans rooms report): request handlers hand records to an [`Auditor`], whose one
 //! writer task appends them to the control plane's audit log (so a slow store never slows a
 //! login or a join), and a retention task expires old records and old client addresses once an
 //! hour. Every node of a mesh runs it; conditional writes keep two nodes from doing the same
@@ -6,8 +6,10 @@
 
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::audit::{AuditAction, AuditLog, AuditRecord, RetentionPolicy};
-use kaskade_control::room_records::get_room;
+use kaskade_control::room_records::{get_room, update_room};
 use kaskade_mesh::action_log::{ActionLog, ModeratedAction, ModerationEntry};
+use kaskade_mesh::room_guard::RoomGuard;
+use kaskade_proto::RoomName;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -132,6 +134,31 @@ impl ActionLog for RoomActionLog {
                 entry.detail,
                 None,
             );
+        });
+    }
+}
+
+/// Bans rooms report, kept in the room's record where every node's access control reads them.
+pub struct RoomBans {
+    pub control: Arc<AnyControlPlane>,
+}
+
+impl RoomGuard for RoomBans {
+    fn ban(&self, room: &RoomName, user: &str) {
+        let control = self.control.clone();
+        let (room, user) = (room.clone(), user.to_owned());
+        tokio::spawn(async move {
+            let result = update_room(control.as_ref(), &room, |r| {
+                if !r.banned.contains(&user) {
+                    r.banned.push(user.clone());
+                }
+            })
+            .await;
+            match result {
+                Ok(true) => info!(room = %room, %user, "banned from the room"),
+                Ok(false) => warn!(room = %room, "ban not kept: the room has no record"),
+                Err(e) => warn!(room = %room, error = %e, "ban not kept"),
+            }
         });
     }
 }

@@ -280,6 +280,9 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         auditor: auditor.clone(),
         control: control.clone(),
     }));
+    rooms.set_guard(Arc::new(audit::RoomBans {
+        control: control.clone(),
+    }));
     let access = Arc::new(access_control(
         &config,
         &control,

@@ -18,6 +18,8 @@ pub const MAX_SIGNAL_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_DISPLAY_NAME_LEN: usize = 64;
 /// Longest chat text; longer ones are refused with `bad_request`.
 pub const MAX_CHAT_LEN: usize = 4096;
+/// Longest room password accepted, in bytes.
+pub const MAX_ROOM_PASSWORD_BYTES: usize = 256;
 /// How the message of an `invalid_sdp` error for a refused `publish_offer` starts.
 pub const PUBLISH_OFFER_REFUSED: &str = "publish offer refused";
 /// How the message of an `invalid_sdp` error for a refused `subscribe_answer` starts; the node's
@@ -135,8 +137,10 @@ pub enum ModerationAction {
     Mute {
         kind: MediaKind,
     },
-    /// Removes the target from the room.
-    Remove,
+    /// Removes the target from the room; `ban` keeps its account out.
+    Remove {
+        ban: bool,
+    },
     /// Ends the meeting: every participant (hosts too) is told and disconnected.
     EndMeeting,
 }
@@ -209,6 +213,9 @@ pub enum ClientMessage {
         /// `--insecure-dev`; not needed with a valid `resume` token.
         #[serde(default)]
         token: Option<String>,
+        /// The room's password, when a host set one (hosts need none).
+        #[serde(default)]
+        password: Option<String>,
     },
     /// Offer for the publish connection. `sources` maps the offer's m-line `mid`s to what each
     /// track carries, so other participants can tell the camera from the screen.
@@ -253,8 +260,15 @@ pub enum ClientMessage {
         #[serde(default = "default_audio")]
         kind: MediaKind,
     },
-    /// Host: remove a participant from the room.
-    RemoveParticipant { participant: ParticipantId },
+    /// Host: remove a participant from the room; with `ban`, its account (or invite) may not
+    /// come back.
+    RemoveParticipant {
+        participant: ParticipantId,
+        #[serde(default)]
+        ban: bool,
+    },
+    /// Host: set (or with `null` clear) the room's password. Needs access control.
+    SetRoomPassword { password: Option<String> },
     /// Host: change the room's settings.
     SetRoomSettings { settings: RoomSettings },
     /// Host: end the meeting for everyone (all participants are disconnected with
@@ -372,6 +386,10 @@ pub enum ServerMessage {
     PublishClosed {
         reason: String,
     },
+    /// (to the host who sent `set_room_password`) The room's password is now set or cleared.
+    RoomPasswordSet {
+        protected: bool,
+    },
     /// The dominant speaker changed; `recent` lists the most recent dominant speakers, newest
     /// first (what `last_n` picks from).
     DominantSpeaker {
@@ -448,6 +466,10 @@ pub enum ErrorCode {
     RoomLocked,
     /// (fatal) A host ended the meeting for everyone.
     MeetingEnded,
+    /// The room has a password and the join gave none or a wrong one.
+    PasswordRequired,
+    /// A host banned this account (or invite) from the room.
+    Banned,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].
@@ -490,6 +512,7 @@ const CLIENT_TYPES: &[&str] = &[
     "remove_participant",
     "set_room_settings",
     "end_meeting",
+    "set_room_password",
     "set_preferences",
     "leave",
 ];
@@ -530,6 +553,7 @@ impl ClientMessage {
                 resume,
                 site,
                 token,
+                password,
                 ..
             } => {
                 if resume.as_ref().is_some_and(|r| r.len() > 4096) {
@@ -537,6 +561,14 @@ impl ClientMessage {
                 }
                 if token.as_ref().is_some_and(|t| t.len() > 4096) {
                     return Err("access token is longer than 4096 bytes".into());
+                }
+                if password
+                    .as_ref()
+                    .is_some_and(|p| p.len() > MAX_ROOM_PASSWORD_BYTES)
+                {
+                    return Err(format!(
+                        "room password is longer than {MAX_ROOM_PASSWORD_BYTES} bytes"
+                    ));
                 }
                 if site
                     .as_ref()
@@ -555,6 +587,18 @@ impl ClientMessage {
                 }
                 if name.chars().any(char::is_control) {
                     return Err("display name contains control characters".into());
+                }
+            }
+            ClientMessage::SetRoomPassword {
+                password: Some(password),
+            } => {
+                if password.is_empty() {
+                    return Err("room password is empty (send null to clear it)".into());
+                }
+                if password.len() > MAX_ROOM_PASSWORD_BYTES {
+                    return Err(format!(
+                        "room password is longer than {MAX_ROOM_PASSWORD_BYTES} bytes"
+                    ));
                 }
             }
             ClientMessage::Chat { text } => {
@@ -609,6 +653,7 @@ mod tests {
                 site: None,
                 role: None,
                 token: None,
+                password: None,
             }
         );
         let long = format!(

@@ -651,3 +651,105 @@ fn changing_actions_leave_audit_records_that_admins_read_per_tenant() {
     let none = audit_lines(&node, &admin, "?from=0&to=1").unwrap();
     assert!(none.is_empty(), "{none:?}");
 }
+
+#[test]
+fn a_room_password_keeps_out_who_lacks_it_and_a_ban_keeps_out_for_good() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let node = secure_node(&accounts);
+    let host = login(&node.url, HOST).unwrap();
+    let pupil = login(&node.url, PARTICIPANT).unwrap();
+    let admin = login(&node.url, ADMIN).unwrap();
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "secret", "T", Some(&host))["type"],
+        "joined"
+    );
+
+    // Only hosts set it; a participant is refused.
+    let mut early = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut early, "secret", "P", Some(&pupil))["type"],
+        "joined"
+    );
+    early
+        .send_json(&json!({"type": "set_room_password", "password": "mine now"}))
+        .unwrap();
+    let refused = early
+        .recv_until("forbidden", STEP, |v| v["type"] == "error")
+        .unwrap();
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    teacher
+        .send_json(&json!({"type": "set_room_password", "password": "open sesame"}))
+        .unwrap();
+    let set = teacher
+        .recv_until("password set", STEP, |v| {
+            v["type"] == "room_password_set" || v["type"] == "error"
+        })
+        .unwrap();
+    assert_eq!(set["protected"], true, "{set}");
+
+    let with_password = |token: &str, password: Option<&str>| {
+        let mut ws = WsConn::connect(&node.ws_url()).unwrap();
+        let mut msg = json!({"type": "join", "room": "secret", "name": "P", "token": token});
+        if let Some(p) = password {
+            msg["password"] = json!(p);
+        }
+        ws.send_json(&msg).unwrap();
+        let answer = ws
+            .recv_until("joined or error", STEP, |v| {
+                v["type"] == "joined" || v["type"] == "error"
+            })
+            .unwrap();
+        (ws, answer)
+    };
+    let (_, answer) = with_password(&pupil, None);
+    assert_eq!(answer["code"], "password_required", "{answer}");
+    let (_, answer) = with_password(&pupil, Some("open says me"));
+    assert_eq!(answer["code"], "password_required", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("wrong"),
+        "{answer}"
+    );
+    let (_, answer) = with_password(&admin, None);
+    assert_eq!(answer["type"], "joined", "hosts need no password: {answer}");
+    let (mut pupil_ws, answer) = with_password(&pupil, Some("open sesame"));
+    assert_eq!(answer["type"], "joined", "{answer}");
+    let pupil_id = answer["participant"].as_str().unwrap().to_owned();
+    // WHEP the same way, the password in a header.
+    let whep = node.at("/whep/secret");
+    assert_eq!(post_sdp(&whep, Some(&pupil)).status, 403);
+    let headers = [
+        ("Content-Type", "application/sdp"),
+        ("X-Kaskade-Room-Password", "open sesame"),
+    ];
+    let r = http::request_with_bearer("POST", &whep, Some(&pupil), &headers, b"v=0\r\n").unwrap();
+    assert_ne!(r.status, 403, "{}", r.text());
+
+    // A ban: removed now, and refused later even with the password.
+    teacher
+        .send_json(&json!({"type": "remove_participant", "participant": pupil_id, "ban": true}))
+        .unwrap();
+    let removed = pupil_ws
+        .recv_until("removed", STEP, |v| v["type"] == "error")
+        .unwrap();
+    assert_eq!(removed["code"], "removed", "{removed}");
+    kaskade_tests::poll_until("the ban holds", STEP, || {
+        let (_, answer) = with_password(&pupil, Some("open sesame"));
+        if answer["code"] == "banned" {
+            Ok(())
+        } else {
+            Err(answer.to_string())
+        }
+    })
+    .unwrap();
+    // Clearing the password lets the others in without it; the ban stays.
+    teacher
+        .send_json(&json!({"type": "set_room_password", "password": null}))
+        .unwrap();
+    let cleared = teacher
+        .recv_until("cleared", STEP, |v| v["type"] == "room_password_set")
+        .unwrap();
+    assert_eq!(cleared["protected"], false);
+    let (_, answer) = with_password(&pupil, None);
+    assert_eq!(answer["code"], "banned", "{answer}");
+}

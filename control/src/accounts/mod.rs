@@ -21,4 +21,5 @@ pub use lockout::{LockoutPolicy, LoginAttempts};
 pub use model::{Account, AccountRole, NameError, Tenant, TenantLimits};
 pub use password::{
     HashError, PasswordHashing, PasswordPolicy, PolicyViolation, hash_password, verify_password,
+    verify_password_off_runtime,
 };

@@ -10,11 +10,13 @@ use super::tokens::{
 use crate::audit::Auditor;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use kaskade_control::accounts::{AccountDirectory, TenantId, TenantLimits};
+use kaskade_control::accounts::{
+    AccountDirectory, PasswordHashing, TenantId, TenantLimits, verify_password_off_runtime,
+};
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::audit::AuditAction;
-use kaskade_control::room_records::{RoomRecord, get_room, open_room, rooms_of};
-use kaskade_mesh::admission::{JoinDenied, JoinGrant};
+use kaskade_control::room_records::{RoomRecord, get_room, open_room, rooms_of, update_room};
+use kaskade_mesh::admission::{JoinCredentials, JoinDenied, JoinGrant};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::{ErrorCode, Role};
 use std::sync::Arc;
@@ -54,6 +56,10 @@ pub enum Refusal {
     Unavailable(String),
     /// 403: a cap of the tenant was reached (rooms, participants per room).
     LimitReached(String),
+    /// 403: a host banned the token's user from the room.
+    Banned,
+    /// 403: the room has a password and it was missing or wrong.
+    PasswordRequired(String),
 }
 
 impl From<TokenError> for Refusal {
@@ -87,14 +93,15 @@ impl AccessControl {
         }
     }
 
-    /// The join grant for a signalling join of `room` with `token`; `present` participants are
-    /// in the room already (as this node knows).
+    /// The join grant for a signalling join of `room` with `credentials`; `present`
+    /// participants are in the room already (as this node knows).
     pub async fn authorize_join(
         &self,
         room: &RoomName,
-        token: Option<&str>,
+        credentials: JoinCredentials<'_>,
         present: usize,
     ) -> Result<JoinGrant, JoinDenied> {
+        let token = credentials.token;
         let AccessControl::Enforced(enforcer) = self else {
             return Ok(JoinGrant::default());
         };
@@ -111,11 +118,24 @@ impl AccessControl {
             .verify(token, unix_now())
             .map_err(|e| deny(ErrorCode::Unauthorized, e.to_string()))?;
         let room_access = match enforcer.room_access(&claims, room, true).await {
-            Ok(record) => enforcer.room_has_space(&record, present).await,
+            Ok(record) => match enforcer
+                .may_enter(&claims, &record, credentials.password)
+                .await
+            {
+                Ok(()) => enforcer.room_has_space(&record, present).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match room_access {
             Ok(()) => {}
+            Err(Refusal::Banned) => {
+                return Err(deny(
+                    ErrorCode::Banned,
+                    "a host removed you from this room for good".into(),
+                ));
+            }
+            Err(Refusal::PasswordRequired(m)) => return Err(deny(ErrorCode::PasswordRequired, m)),
             Err(Refusal::LimitReached(m)) => return Err(deny(ErrorCode::LimitReached, m)),
             Err(Refusal::UnknownRoom) => {
                 return Err(deny(
@@ -178,11 +198,7 @@ impl Enforcer {
                     return Err(Refusal::UnknownRoom);
                 }
                 self.room_may_open(&tenant).await?;
-                let record = RoomRecord {
-                    tenant,
-                    created_by: claims.sub.clone(),
-                    created_at_ms: unix_now() * 1000,
-                };
+                let record = RoomRecord::new(tenant, claims.sub.clone(), unix_now() * 1000);
                 let opened = open_room(self.control.as_ref(), room, record.clone())
                     .await
                     .map_err(|e| {
@@ -243,6 +259,64 @@ impl Enforcer {
             )));
         }
         Ok(())
+    }
+
+    /// Refuses a banned user, and anyone who may not host without the room's password.
+    pub async fn may_enter(
+        &self,
+        claims: &AccessClaims,
+        record: &RoomRecord,
+        password: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if record.banned.iter().any(|u| *u == claims.sub) {
+            return Err(Refusal::Banned);
+        }
+        let Some(hash) = &record.password_hash else {
+            return Ok(());
+        };
+        if ceiling_of(&claims.grants) == Role::Host {
+            return Ok(()); // hosts let themselves in
+        }
+        let Some(password) = password else {
+            return Err(Refusal::PasswordRequired(
+                "this room has a password; enter it to join".into(),
+            ));
+        };
+        if verify_password_off_runtime(password, hash).await {
+            Ok(())
+        } else {
+            Err(Refusal::PasswordRequired("wrong room password".into()))
+        }
+    }
+
+    /// Sets or clears `room`'s password (the caller checked it is a host's request).
+    pub async fn set_password(
+        &self,
+        room: &RoomName,
+        password: Option<String>,
+    ) -> Result<(), Refusal> {
+        let hash = match password {
+            Some(p) => Some(
+                PasswordHashing::default()
+                    .hash_off_runtime(&p)
+                    .await
+                    .map_err(|_| Refusal::Unavailable("the password could not be hashed".into()))?,
+            ),
+            None => None,
+        };
+        let updated = update_room(self.control.as_ref(), room, |r| {
+            r.password_hash = hash.clone();
+        })
+        .await
+        .map_err(|e| {
+            warn!(room = %room, error = %e, "setting the room password failed");
+            Refusal::Unavailable("the control plane cannot be reached; retry shortly".into())
+        })?;
+        if updated {
+            Ok(())
+        } else {
+            Err(Refusal::UnknownRoom)
+        }
     }
 
     /// Refuses a join when the room holds its tenant's `max_participants_per_room`.
@@ -310,6 +384,13 @@ mod tests {
         RoomName::parse(name).unwrap()
     }
 
+    fn creds(token: Option<&str>) -> JoinCredentials<'_> {
+        JoinCredentials {
+            token,
+            password: None,
+        }
+    }
+
     #[test]
     fn bearer_tokens_are_read_from_the_authorization_header() {
         let mut headers = HeaderMap::new();
@@ -325,7 +406,7 @@ mod tests {
     #[tokio::test]
     async fn open_mode_grants_everything_without_a_ceiling() {
         let grant = AccessControl::Open
-            .authorize_join(&room("r"), None, 0)
+            .authorize_join(&room("r"), creds(None), 0)
             .await
             .unwrap();
         assert_eq!(grant, JoinGrant::default());
@@ -339,31 +420,33 @@ mod tests {
         let (pupil, _) = e.login_token("bob", Some("school"), "Bob", AccessRole::Participant);
         let (stranger, _) = e.login_token("eve", Some("other"), "Eve", AccessRole::Host);
 
-        let no_token = access.authorize_join(&room("maths"), None, 0).await;
+        let no_token = access.authorize_join(&room("maths"), creds(None), 0).await;
         assert_eq!(no_token.unwrap_err().code, ErrorCode::Unauthorized);
         let forged = access
-            .authorize_join(&room("maths"), Some("x.y.z"), 0)
+            .authorize_join(&room("maths"), creds(Some("x.y.z")), 0)
             .await;
         assert_eq!(forged.unwrap_err().code, ErrorCode::Unauthorized);
         // A participant cannot open a room.
-        let early = access.authorize_join(&room("maths"), Some(&pupil), 0).await;
+        let early = access
+            .authorize_join(&room("maths"), creds(Some(&pupil)), 0)
+            .await;
         assert_eq!(early.unwrap_err().code, ErrorCode::UnknownRoom);
 
         let grant = access
-            .authorize_join(&room("maths"), Some(&host), 0)
+            .authorize_join(&room("maths"), creds(Some(&host)), 0)
             .await
             .unwrap();
         assert_eq!(grant.ceiling, Some(Role::Host));
         assert_eq!(grant.name.as_deref(), Some("Ada"));
         let grant = access
-            .authorize_join(&room("maths"), Some(&pupil), 0)
+            .authorize_join(&room("maths"), creds(Some(&pupil)), 0)
             .await
             .unwrap();
         assert_eq!(grant.ceiling, Some(Role::Speaker));
         assert_eq!(grant.user.as_deref(), Some("bob"));
         // Another tenant's host neither joins nor takes over the name.
         let other = access
-            .authorize_join(&room("maths"), Some(&stranger), 0)
+            .authorize_join(&room("maths"), creds(Some(&stranger)), 0)
             .await;
         assert_eq!(other.unwrap_err().code, ErrorCode::UnknownRoom);
     }
@@ -374,7 +457,7 @@ mod tests {
         let e = enforcer(&access);
         let (host, _) = e.login_token("ada", Some("school"), "Ada", AccessRole::Host);
         access
-            .authorize_join(&room("maths"), Some(&host), 0)
+            .authorize_join(&room("maths"), creds(Some(&host)), 0)
             .await
             .unwrap();
         let now = unix_now();
@@ -392,13 +475,13 @@ mod tests {
             now,
         );
         let grant = access
-            .authorize_join(&room("maths"), Some(&guest), 0)
+            .authorize_join(&room("maths"), creds(Some(&guest)), 0)
             .await
             .unwrap();
         assert_eq!(grant.ceiling, Some(Role::Audience));
         assert_eq!(grant.name, None, "guests choose their own name");
         let elsewhere = access
-            .authorize_join(&room("physics"), Some(&guest), 0)
+            .authorize_join(&room("physics"), creds(Some(&guest)), 0)
             .await;
         assert_eq!(elsewhere.unwrap_err().code, ErrorCode::Unauthorized);
     }

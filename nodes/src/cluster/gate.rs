@@ -12,11 +12,13 @@
 //!   are still taken; new rooms are refused with `unavailable`.
 
 use super::{Cluster, PLACEMENT_SLACK_SESSIONS, ws_url};
-use crate::auth::access::AccessControl;
+use crate::auth::access::{AccessControl, Refusal};
 use crate::http::rate_limits::{Limited, RateLimits};
 use kaskade_control::placement::accepts_placements;
 use kaskade_control::{ControlError, ControlPlane, NodeRecord};
-use kaskade_mesh::admission::{Admission, JoinDenied, JoinGate, JoinGrant, ResumeClaim};
+use kaskade_mesh::admission::{
+    Admission, JoinCredentials, JoinDenied, JoinGate, JoinGrant, ProtectionChange, ResumeClaim,
+};
 use kaskade_proto::signal::{ErrorCode, Role};
 use kaskade_proto::{ParticipantId, RoomName};
 use std::net::IpAddr;
@@ -140,7 +142,7 @@ impl JoinGate for ClusterGate {
     async fn authorize(
         &self,
         room: &RoomName,
-        token: Option<&str>,
+        credentials: JoinCredentials<'_>,
     ) -> Result<JoinGrant, JoinDenied> {
         let limited = |l: Limited| JoinDenied {
             code: ErrorCode::RateLimited,
@@ -151,11 +153,37 @@ impl JoinGate for ClusterGate {
         };
         self.limits.join(self.client).map_err(limited)?;
         let present = self.cluster.participants_in(room).await;
-        let grant = self.access.authorize_join(room, token, present).await?;
+        let grant = self
+            .access
+            .authorize_join(room, credentials, present)
+            .await?;
         if let Some(user) = &grant.user {
             self.limits.user_join(user).map_err(limited)?;
         }
         Ok(grant)
+    }
+
+    async fn protect(&self, room: &RoomName, change: ProtectionChange) -> Result<(), JoinDenied> {
+        let AccessControl::Enforced(enforcer) = self.access.as_ref() else {
+            return Err(JoinDenied {
+                code: ErrorCode::BadRequest,
+                message: "room passwords need a node with access control".into(),
+            });
+        };
+        let ProtectionChange::Password(password) = change;
+        enforcer
+            .set_password(room, password)
+            .await
+            .map_err(|r| JoinDenied {
+                code: match r {
+                    Refusal::UnknownRoom => ErrorCode::UnknownRoom,
+                    _ => ErrorCode::Unavailable,
+                },
+                message: match r {
+                    Refusal::UnknownRoom => format!("room {room} has no record to protect"),
+                    _ => "the room's protection cannot be changed right now; retry shortly".into(),
+                },
+            })
     }
 
     async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission {

@@ -15,6 +15,9 @@ use kaskade_proto::RoomName;
 use kaskade_proto::signal::Role;
 use std::net::{IpAddr, SocketAddr};
 
+/// Where a WHIP/WHEP request carries the room's password.
+pub const ROOM_PASSWORD_HEADER: &str = "x-kaskade-room-password";
+
 /// What a media request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaNeed {
@@ -33,6 +36,11 @@ pub fn refusal(r: Refusal) -> Response {
         ),
         Refusal::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         Refusal::LimitReached(m) => (StatusCode::FORBIDDEN, m),
+        Refusal::Banned => (
+            StatusCode::FORBIDDEN,
+            "a host removed you from this room for good".into(),
+        ),
+        Refusal::PasswordRequired(m) => (StatusCode::FORBIDDEN, m),
     };
     let mut response = (status, format!("{message}\n")).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -99,6 +107,13 @@ pub async fn media(
         .map_err(|l| too_many("joins", l))?;
     let record = enforcer
         .room_access(&claims, room, need == MediaNeed::Publish)
+        .await
+        .map_err(refusal)?;
+    let password = headers
+        .get(ROOM_PASSWORD_HEADER)
+        .and_then(|v| v.to_str().ok());
+    enforcer
+        .may_enter(&claims, &record, password)
         .await
         .map_err(refusal)?;
     let present = match &state.cluster {
