@@ -753,3 +753,167 @@ fn a_room_password_keeps_out_who_lacks_it_and_a_ban_keeps_out_for_good() {
     let (_, answer) = with_password(&pupil, None);
     assert_eq!(answer["code"], "banned", "{answer}");
 }
+
+fn send_json(
+    method: &str,
+    node: &NodeProcess,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> http::Response {
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let headers = [("Content-Type", "application/json")];
+    http::request_with_bearer(method, &node.at(path), token, &headers, text.as_bytes()).unwrap()
+}
+
+#[test]
+fn operators_manage_tenants_and_tenant_admins_their_own_accounts_over_http() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let node = secure_node(&accounts);
+    let operator = login(&node.url, OPERATOR).unwrap();
+    let admin = login(&node.url, ADMIN).unwrap();
+    let host = login(&node.url, HOST).unwrap();
+    let stranger = login(&node.url, STRANGER).unwrap();
+
+    // Tenants: operators only.
+    let new_tenant = json!({"id": "museum", "name": "The Museum", "max_rooms": 3});
+    assert_eq!(
+        send_json(
+            "POST",
+            &node,
+            "/api/tenants",
+            Some(&admin),
+            Some(new_tenant.clone())
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        send_json(
+            "POST",
+            &node,
+            "/api/tenants",
+            None,
+            Some(new_tenant.clone())
+        )
+        .status,
+        401
+    );
+    let r = send_json(
+        "POST",
+        &node,
+        "/api/tenants",
+        Some(&operator),
+        Some(new_tenant.clone()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json().unwrap()["limits"]["max_rooms"], 3);
+    assert_eq!(
+        send_json(
+            "POST",
+            &node,
+            "/api/tenants",
+            Some(&operator),
+            Some(new_tenant)
+        )
+        .status,
+        409
+    );
+    let listed = send_json("GET", &node, "/api/tenants", Some(&operator), None)
+        .json()
+        .unwrap();
+    assert_eq!(listed["tenants"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(
+        send_json("GET", &node, "/api/tenants", Some(&host), None).status,
+        403
+    );
+
+    // Accounts: the tenant's admin (up to its own role), not hosts, not other tenants.
+    let path = format!("/api/tenants/{}/users", access::TENANT);
+    let new_host = json!({"user": "mr-b", "name": "Mr B", "role": "host", "password": PASSWORD});
+    assert_eq!(
+        send_json("POST", &node, &path, Some(&host), Some(new_host.clone())).status,
+        403
+    );
+    assert_eq!(
+        send_json(
+            "POST",
+            &node,
+            &path,
+            Some(&stranger),
+            Some(new_host.clone())
+        )
+        .status,
+        403
+    );
+    let r = send_json("POST", &node, &path, Some(&admin), Some(new_host));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        !r.text().contains("argon2"),
+        "no hash in answers: {}",
+        r.text()
+    );
+    let weak = json!({"user": "weak", "role": "participant", "password": "short"});
+    let r = send_json("POST", &node, &path, Some(&admin), Some(weak));
+    assert_eq!(r.status, 400, "the password policy: {}", r.text());
+    let op = json!({"user": "root2", "role": "operator", "password": PASSWORD});
+    assert_eq!(
+        send_json("POST", &node, &path, Some(&admin), Some(op)).status,
+        400
+    );
+    let mr_b = access::Account {
+        tenant: Some(access::TENANT),
+        user: "mr-b",
+    };
+    assert!(login(&node.url, mr_b).is_ok(), "the new host logs in");
+    let users = send_json("GET", &node, &path, Some(&admin), None)
+        .json()
+        .unwrap();
+    assert!(
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user"] == "mr-b"),
+        "{users}"
+    );
+    // Unlock after a lockout.
+    for _ in 0..5 {
+        login_response(&node.url, mr_b, "wrong password guess").unwrap();
+    }
+    assert_eq!(
+        login_response(&node.url, mr_b, PASSWORD).unwrap().status,
+        429
+    );
+    let unlock = format!("{path}/mr-b/unlock");
+    assert_eq!(
+        send_json("POST", &node, &unlock, Some(&admin), None).status,
+        200
+    );
+    assert!(login(&node.url, mr_b).is_ok(), "unlocked");
+    // Delete.
+    let one = format!("{path}/mr-b");
+    assert_eq!(
+        send_json("DELETE", &node, &one, Some(&admin), None).status,
+        204
+    );
+    assert_eq!(
+        login_response(&node.url, mr_b, PASSWORD).unwrap().status,
+        401
+    );
+    assert_eq!(
+        send_json("DELETE", &node, "/api/tenants/museum", Some(&admin), None).status,
+        403
+    );
+    assert_eq!(
+        send_json(
+            "DELETE",
+            &node,
+            "/api/tenants/museum",
+            Some(&operator),
+            None
+        )
+        .status,
+        204
+    );
+}

@@ -2,6 +2,7 @@
 //! `/healthz` and `/metrics`. Handlers translate HTTP into engine and room operations; they hold
 //! no media state themselves.
 
+mod accounts_api;
 pub mod admin;
 mod api;
 mod audit_api;
@@ -36,6 +37,23 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/login", post(login::login))
         .route("/api/audit", get(audit_api::query))
+        .route(
+            "/api/tenants",
+            get(accounts_api::list_tenants).post(accounts_api::create_tenant),
+        )
+        .route("/api/tenants/{tenant}", delete(accounts_api::delete_tenant))
+        .route(
+            "/api/tenants/{tenant}/users",
+            get(accounts_api::list_users).post(accounts_api::create_user),
+        )
+        .route(
+            "/api/tenants/{tenant}/users/{user}",
+            delete(accounts_api::delete_user),
+        )
+        .route(
+            "/api/tenants/{tenant}/users/{user}/unlock",
+            post(accounts_api::unlock_user),
+        )
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{room}", get(api::room))
         .route("/api/rooms/{room}/invites", post(invites::create))
