@@ -268,7 +268,7 @@ impl Enforcer {
         record: &RoomRecord,
         password: Option<&str>,
     ) -> Result<(), Refusal> {
-        if record.banned.iter().any(|u| *u == claims.sub) {
+        if record.banned.contains(&claims.sub) {
             return Err(Refusal::Banned);
         }
         let Some(hash) = &record.password_hash else {
