@@ -34,6 +34,8 @@ pub enum AuditAction {
     AccountCreated,
     AccountDeleted,
     Drain,
+    Admitted,
+    Denied,
 }
 
 /// One audit record.

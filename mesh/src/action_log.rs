@@ -13,6 +13,8 @@ pub enum ModeratedAction {
     Removed,
     SettingsChanged,
     MeetingEnded,
+    Admitted,
+    Denied,
 }
 
 /// One applied action.

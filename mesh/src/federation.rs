@@ -43,6 +43,8 @@ pub enum LocalRoomEvent {
         participant: ParticipantId,
         level: u8,
     },
+    /// Who waits in the lobby here now (the whole list).
+    Lobby(Vec<(ParticipantId, String)>),
 }
 
 /// A change made on another node of the mesh, for one room.
@@ -75,6 +77,8 @@ pub enum RemoteRoomEvent {
     },
     Settings(RoomSettings),
     AudioLevels(Vec<(ParticipantId, u8)>),
+    /// Who waits in the lobby on that node (the whole list).
+    Lobby(Vec<(ParticipantId, String)>),
     /// The node left the mesh or lost interest: forget its part.
     NodeGone,
 }

@@ -48,6 +48,16 @@ pub enum ParticipantMsg {
 /// with room to spare; simulcast layers count once).
 pub const MAX_TRACKS_PER_PARTICIPANT: usize = 8;
 
+/// A join that passed access control and placement: what entering the room takes (kept while
+/// the join waits in a lobby).
+#[derive(Clone)]
+struct RoomEntry {
+    room: RoomName,
+    info: ParticipantInfo,
+    access: JoinAccess,
+    auto_subscribe: bool,
+}
+
 /// The fields of a `join` message, as the session acts on them.
 struct JoinAsk {
     room: RoomName,
@@ -84,6 +94,8 @@ pub struct ParticipantState {
     gate: Arc<dyn JoinGate>,
     myself: ActorRef<ParticipantMsg>,
     joined: Option<Joined>,
+    /// A join waiting in the room's lobby.
+    waiting: Option<RoomEntry>,
     publish: Option<SessionKey>,
     subscribe: Option<SessionKey>,
     /// Every track in the room, as the room announced it.
@@ -122,6 +134,7 @@ impl Actor for ParticipantActor {
             gate: args.gate,
             myself,
             joined: None,
+            waiting: None,
             publish: None,
             subscribe: None,
             directory: BTreeMap::new(),
@@ -364,6 +377,12 @@ impl ParticipantState {
                     Err(denied) => self.fail(denied.code, denied.message),
                 }
             }
+            ClientMessage::AdmitParticipant { participant } => {
+                self.moderate(Some(participant), ModerationAction::Admit);
+            }
+            ClientMessage::DenyParticipant { participant } => {
+                self.moderate(Some(participant), ModerationAction::Deny);
+            }
             ClientMessage::EndMeeting {} => {
                 self.moderate(None, ModerationAction::EndMeeting);
             }
@@ -506,6 +525,13 @@ impl ParticipantState {
             self.fail(ErrorCode::AlreadyJoined, "already in a room");
             return false;
         }
+        if self.waiting.is_some() {
+            self.fail(
+                ErrorCode::AlreadyJoined,
+                "already waiting in a room's lobby",
+            );
+            return false;
+        }
         let mut name = name.trim().to_owned();
         let ceiling;
         // Who it is, for the audit log (not known again after a resume).
@@ -568,20 +594,33 @@ impl ParticipantState {
                 return false;
             }
         }
-        let info = ParticipantInfo::new(self.participant.clone(), name);
+        let entry = RoomEntry {
+            room,
+            info: ParticipantInfo::new(self.participant.clone(), name),
+            access: JoinAccess {
+                user,
+                requested: requested_role,
+                ceiling,
+            },
+            auto_subscribe,
+        };
+        self.enter_room(entry).await;
+        false
+    }
+
+    /// Enters the room (the join was authorised and placed here); a lobby keeps the entry until
+    /// a host decides.
+    async fn enter_room(&mut self, entry: RoomEntry) {
+        let RoomEntry {
+            room,
+            info,
+            access,
+            auto_subscribe,
+        } = entry.clone();
+        let ceiling = access.ceiling;
         match self
             .rooms
-            .join(
-                &room,
-                info.clone(),
-                Some(self.member_sink()),
-                false,
-                JoinAccess {
-                    user,
-                    requested: requested_role,
-                    ceiling,
-                },
-            )
+            .join(&room, info.clone(), Some(self.member_sink()), false, access)
             .await
         {
             Ok((actor, snapshot)) => {
@@ -627,6 +666,11 @@ impl ParticipantState {
                     self.resubscribe().await;
                 }
             }
+            Err(RoomError::Refused(refused)) if refused.code == ErrorCode::InLobby => {
+                info!(room = %room, participant = %self.participant, "waiting in the lobby");
+                self.waiting = Some(entry);
+                self.send(ServerMessage::LobbyWaiting {});
+            }
             Err(RoomError::Refused(refused)) => {
                 self.fail(refused.code, refused.message);
             }
@@ -635,7 +679,6 @@ impl ParticipantState {
                 self.fail(ErrorCode::Internal, e.to_string());
             }
         }
-        false
     }
 
     async fn publish(&mut self, sdp: String, sources: BTreeMap<String, TrackSource>) {
@@ -789,6 +832,12 @@ impl ParticipantState {
 
     async fn on_room_event(&mut self, event: ServerMessage) {
         match &event {
+            ServerMessage::LobbyAdmitted {} => {
+                if let Some(entry) = self.waiting.take() {
+                    self.enter_room(entry).await;
+                }
+                return;
+            }
             ServerMessage::TrackPublished { track } => {
                 self.directory.insert(track.id.clone(), track.clone());
                 let auto = self.joined.as_ref().is_some_and(|j| j.auto_subscribe);
@@ -935,6 +984,13 @@ impl ParticipantState {
     }
 
     fn leave(&mut self) {
+        if let Some(entry) = self.waiting.take()
+            && let Some(room) = self.rooms.get(&entry.room)
+        {
+            let _ = room.cast(RoomMsg::LeaveLobby {
+                participant: self.participant.clone(),
+            });
+        }
         for session in [self.publish.take(), self.subscribe.take()]
             .into_iter()
             .flatten()

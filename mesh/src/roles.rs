@@ -161,6 +161,7 @@ mod tests {
             settings: RoomSettings {
                 only_hosts_publish: classroom,
                 locked: false,
+                lobby: false,
             },
         }
     }
@@ -276,7 +277,7 @@ mod tests {
             check_moderation(
                 Role::Speaker,
                 Role::Audience,
-                ModerationAction::Remove,
+                ModerationAction::Remove { ban: false },
                 false
             ),
             Err(ModerationRefusal::NotAHost)

@@ -14,7 +14,8 @@ use crate::federation::{LocalRoomEvent, MeshSink, RemoteRoomEvent};
 use crate::roles::{self, JoinAccess, JoinContext, ListingChange};
 use crate::room_guard::RoomGuard;
 use kaskade_proto::signal::{
-    ErrorCode, ModerationAction, ParticipantInfo, Role, RoomSettings, ServerMessage, TrackInfo,
+    ErrorCode, LobbyEntry, ModerationAction, ParticipantInfo, Role, RoomSettings, ServerMessage,
+    TrackInfo,
 };
 use kaskade_proto::{ParticipantId, RoomName, TrackId};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -74,6 +75,10 @@ pub enum RoomMsg {
         hidden: bool,
         role: JoinAccess,
         reply: RpcReplyPort<Result<RoomSnapshot, JoinRefused>>,
+    },
+    /// A participant waiting in the lobby went away.
+    LeaveLobby {
+        participant: ParticipantId,
     },
     Leave {
         participant: ParticipantId,
@@ -158,6 +163,19 @@ pub struct RoomState {
     /// The audience count non-hosts were last told, and whether a flush is scheduled.
     audience_announced: u32,
     audience_flush_pending: bool,
+    /// Joiners of this node waiting for a host (with the lobby on), in arrival order.
+    lobby: Vec<Waiting>,
+    /// Who waits on other nodes, as they last said.
+    remote_lobby: BTreeMap<String, Vec<(ParticipantId, String)>>,
+    /// Let in by a host: their next join passes the lobby.
+    admitted: std::collections::BTreeSet<ParticipantId>,
+}
+
+/// A joiner waiting in the lobby.
+struct Waiting {
+    id: ParticipantId,
+    name: String,
+    sink: Option<MemberSink>,
 }
 
 fn now_ms() -> u64 {
@@ -368,6 +386,8 @@ impl RoomState {
                     },
                 );
             }
+            // Lobby decisions concern waiting joiners, not members (see `moderate_lobby`).
+            ModerationAction::Admit | ModerationAction::Deny => {}
             ModerationAction::Remove { ban } => {
                 if ban
                     && let Some(user) = &member.user
@@ -388,6 +408,126 @@ impl RoomState {
                     },
                 );
             }
+        }
+    }
+
+    /// Everyone waiting in the lobby, here and on other nodes.
+    fn lobby_entries(&self) -> Vec<LobbyEntry> {
+        let here = self.lobby.iter().map(|w| (w.id.clone(), w.name.clone()));
+        let there = self.remote_lobby.values().flatten().cloned();
+        here.chain(there)
+            .map(|(participant, name)| LobbyEntry { participant, name })
+            .collect()
+    }
+
+    /// Tells this node's hosts who waits now.
+    fn tell_hosts_lobby(&self) {
+        let message = ServerMessage::LobbyChanged {
+            waiting: self.lobby_entries(),
+        };
+        for member in self.members.values() {
+            if member.info.role == Role::Host
+                && let Some(sink) = &member.sink
+            {
+                sink.send(message.clone());
+            }
+        }
+    }
+
+    /// The local lobby changed: hosts here and on the other nodes hear it.
+    fn lobby_changed(&self) {
+        self.tell_hosts_lobby();
+        let waiting = self
+            .lobby
+            .iter()
+            .map(|w| (w.id.clone(), w.name.clone()))
+            .collect();
+        self.mesh.send(&self.name, LocalRoomEvent::Lobby(waiting));
+    }
+
+    /// Admits or turns away `target` if it waits here; false if it does not.
+    fn decide_lobby(&mut self, target: &ParticipantId, admit: bool) -> bool {
+        let Some(at) = self.lobby.iter().position(|w| &w.id == target) else {
+            return false;
+        };
+        let waiting = self.lobby.remove(at);
+        info!(room = %self.name, participant = %target, admit, "lobby decision");
+        if let Some(sink) = &waiting.sink {
+            if admit {
+                self.admitted.insert(target.clone());
+                // Its session joins again and passes; the client then gets `joined`.
+                sink.send(ServerMessage::LobbyAdmitted {});
+            } else {
+                sink.send(ServerMessage::Error {
+                    code: ErrorCode::LobbyDenied,
+                    message: "a host did not let you in".into(),
+                    fatal: true,
+                });
+            }
+        }
+        self.lobby_changed();
+        true
+    }
+
+    /// A host here admits or turns away `target`, waiting here or on another node.
+    fn moderate_lobby(
+        &mut self,
+        by: &ParticipantId,
+        actor_role: Role,
+        target: &ParticipantId,
+        action: ModerationAction,
+    ) {
+        if !actor_role.may_moderate() {
+            self.tell(
+                by,
+                ServerMessage::error(ErrorCode::Forbidden, "only hosts may do this"),
+            );
+            return;
+        }
+        let admit = action == ModerationAction::Admit;
+        let logged = if admit {
+            ModeratedAction::Admitted
+        } else {
+            ModeratedAction::Denied
+        };
+        let waiting_name = self
+            .lobby_entries()
+            .into_iter()
+            .find(|e| &e.participant == target)
+            .map(|e| e.name);
+        let Some(name) = waiting_name else {
+            self.tell(
+                by,
+                ServerMessage::error(
+                    ErrorCode::UnknownParticipant,
+                    format!("nobody {target} waits in the lobby"),
+                ),
+            );
+            return;
+        };
+        self.log_action(by, logged, None, Some(format!("{name} ({target})")));
+        if !self.decide_lobby(target, admit) {
+            // Waiting on another node: that node decides.
+            self.mesh.send(
+                &self.name,
+                LocalRoomEvent::Moderate {
+                    by: by.clone(),
+                    target: target.clone(),
+                    action,
+                },
+            );
+        }
+    }
+
+    /// Stops the room when nobody is in it or waiting here any more.
+    fn close_if_empty(&self) -> bool {
+        if self.local_members() == 0 && self.lobby.is_empty() {
+            self.directory.remove(&self.name, self.myself.get_id());
+            info!(room = %self.name, "room closed");
+            self.myself.stop(None);
+            true
+        } else {
+            false
         }
     }
 
@@ -428,6 +568,10 @@ impl RoomState {
         let Some(actor_role) = self.role_of(&by).filter(|_| self.is_local(&by)) else {
             return;
         };
+        if let (Some(t), ModerationAction::Admit | ModerationAction::Deny) = (&target, action) {
+            self.moderate_lobby(&by, actor_role, t, action);
+            return;
+        }
         let targets: Vec<ParticipantId> = match &target {
             Some(t) => {
                 if self.members.get(t).is_none_or(|m| m.hidden) {
@@ -489,6 +633,9 @@ impl RoomState {
                 (ModeratedAction::Removed, ban.then(|| "banned".to_owned()))
             }
             ModerationAction::EndMeeting => (ModeratedAction::MeetingEnded, None),
+            // Handled by `moderate_lobby`.
+            ModerationAction::Admit => (ModeratedAction::Admitted, None),
+            ModerationAction::Deny => (ModeratedAction::Denied, None),
         };
         self.log_action(&by, logged.0, target.as_ref(), logged.1);
         for t in targets {
@@ -768,7 +915,11 @@ impl RoomState {
             RemoteRoomEvent::Moderate { by, target, action } => {
                 // Only a host the sender itself serves may act, and only on our own members.
                 let by_host = self.is_from(&by, node) && self.role_of(&by) == Some(Role::Host);
-                if !self.is_local(&target) {
+                if matches!(action, ModerationAction::Admit | ModerationAction::Deny) {
+                    if by_host {
+                        self.decide_lobby(&target, action == ModerationAction::Admit);
+                    }
+                } else if !self.is_local(&target) {
                     // Meant for another node's member.
                 } else if by_host {
                     self.moderate_local(&by, &target, action);
@@ -777,6 +928,14 @@ impl RoomState {
                 }
             }
             RemoteRoomEvent::Settings(settings) => self.apply_settings(settings),
+            RemoteRoomEvent::Lobby(waiting) => {
+                if waiting.is_empty() {
+                    self.remote_lobby.remove(node);
+                } else {
+                    self.remote_lobby.insert(node.to_owned(), waiting);
+                }
+                self.tell_hosts_lobby();
+            }
             RemoteRoomEvent::AudioLevels(levels) => {
                 let now = Instant::now();
                 for (participant, level) in levels {
@@ -786,6 +945,9 @@ impl RoomState {
                 }
             }
             RemoteRoomEvent::NodeGone => {
+                if self.remote_lobby.remove(node).is_some() {
+                    self.tell_hosts_lobby();
+                }
                 let theirs: Vec<ParticipantId> = self
                     .members
                     .iter()
@@ -856,6 +1018,9 @@ impl Actor for RoomActor {
             speakers: DominantSpeakerDetector::new(),
             audience_announced: 0,
             audience_flush_pending: false,
+            lobby: Vec::new(),
+            remote_lobby: BTreeMap::new(),
+            admitted: Default::default(),
         })
     }
 
@@ -870,7 +1035,7 @@ impl Actor for RoomActor {
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -892,10 +1057,32 @@ impl Actor for RoomActor {
                         code: ErrorCode::RoomLocked,
                         message: "the room is locked; a host has to unlock it".into(),
                     }));
-                    if state.local_members() == 0 {
-                        state.directory.remove(&state.name, myself.get_id());
-                        myself.stop(None);
+                    state.close_if_empty();
+                    return Ok(());
+                }
+                // Without access control the room's first participant hosts: nobody to wait for.
+                let opens_the_room = role_request.ceiling.is_none()
+                    && state.members.values().all(|m| m.hidden);
+                let waits = state.settings.lobby
+                    && !resumed
+                    && !hidden
+                    && role_request.ceiling != Some(Role::Host)
+                    && !opens_the_room
+                    && !state.admitted.remove(&info.id);
+                if waits {
+                    if !state.lobby.iter().any(|w| w.id == info.id) {
+                        info!(room = %state.name, participant = %info.id, "waiting in the lobby");
+                        state.lobby.push(Waiting {
+                            id: info.id.clone(),
+                            name: info.name.clone(),
+                            sink: sink.clone(),
+                        });
+                        state.lobby_changed();
                     }
+                    let _ = reply.send(Err(JoinRefused {
+                        code: ErrorCode::InLobby,
+                        message: "waiting for a host to let you in".into(),
+                    }));
                     return Ok(());
                 }
                 let mut note = None;
@@ -938,6 +1125,7 @@ impl Actor for RoomActor {
                 let epoch = state.next_epoch;
                 state.next_epoch += 1;
                 snapshot.epoch = epoch;
+                let joined_id = info.id.clone();
                 let old = state.members.insert(
                     info.id.clone(),
                     Member {
@@ -951,6 +1139,14 @@ impl Actor for RoomActor {
                 );
                 if let Some(sink) = old.and_then(|m| m.sink) {
                     tell_taken_over(&sink);
+                }
+                if snapshot.role == Role::Host && !state.lobby_entries().is_empty() {
+                    state.tell(
+                        &joined_id,
+                        ServerMessage::LobbyChanged {
+                            waiting: state.lobby_entries(),
+                        },
+                    );
                 }
                 state.update_counts();
                 state.audience_changed();
@@ -976,11 +1172,16 @@ impl Actor for RoomActor {
                 }
                 info!(room = %state.name, participant = %participant, "participant left");
                 state.update_counts();
-                if state.local_members() == 0 {
-                    state.directory.remove(&state.name, myself.get_id());
-                    info!(room = %state.name, "room closed");
-                    myself.stop(None);
+                state.close_if_empty();
+            }
+            RoomMsg::LeaveLobby { participant } => {
+                let before = state.lobby.len();
+                state.lobby.retain(|w| w.id != participant);
+                if state.lobby.len() != before {
+                    info!(room = %state.name, participant = %participant, "left the lobby");
+                    state.lobby_changed();
                 }
+                state.close_if_empty();
             }
             RoomMsg::Publish { tracks } => {
                 let mut published = Vec::new();

@@ -113,6 +113,8 @@ impl ActionLog for RoomActionLog {
             ModeratedAction::Removed => AuditAction::ParticipantRemoved,
             ModeratedAction::SettingsChanged => AuditAction::SettingsChanged,
             ModeratedAction::MeetingEnded => AuditAction::RoomEnded,
+            ModeratedAction::Admitted => AuditAction::Admitted,
+            ModeratedAction::Denied => AuditAction::Denied,
         };
         let auditor = self.auditor.clone();
         let control = self.control.clone();

@@ -224,6 +224,12 @@ pub enum RelayMessage {
         room: RoomName,
         levels: Vec<(ParticipantId, u8)>,
     },
+    /// Who waits in the room's lobby on the sender (its whole list, replacing the last one), so
+    /// hosts on every node can admit them.
+    RoomLobby {
+        room: RoomName,
+        waiting: Vec<(ParticipantId, String)>,
+    },
 }
 
 /// One RTP packet of a subscription, as a QUIC datagram.
@@ -439,11 +445,16 @@ mod tests {
                 settings: RoomSettings {
                     only_hosts_publish: true,
                     locked: true,
+                    lobby: true,
                 },
             },
             RelayMessage::AudioLevels {
                 room: room.clone(),
                 levels: vec![(ParticipantId("p1".into()), 30)],
+            },
+            RelayMessage::RoomLobby {
+                room: room.clone(),
+                waiting: vec![(ParticipantId("p2".into()), "Guest".into())],
             },
             RelayMessage::Subscribe {
                 room,

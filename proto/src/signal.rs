@@ -123,6 +123,16 @@ pub struct RoomSettings {
     /// not new.
     #[serde(default)]
     pub locked: bool,
+    /// Newcomers who may not host wait in a lobby until a host admits (or denies) them.
+    #[serde(default)]
+    pub lobby: bool,
+}
+
+/// One participant waiting in a room's lobby.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LobbyEntry {
+    pub participant: ParticipantId,
+    pub name: String,
 }
 
 /// What a host does to another participant (over the relay when the target is on another node).
@@ -143,6 +153,10 @@ pub enum ModerationAction {
     },
     /// Ends the meeting: every participant (hosts too) is told and disconnected.
     EndMeeting,
+    /// Lets the target in from the lobby.
+    Admit,
+    /// Turns the target away from the lobby.
+    Deny,
 }
 
 /// A client's wish for one track's simulcast layer.
@@ -269,6 +283,10 @@ pub enum ClientMessage {
     },
     /// Host: set (or with `null` clear) the room's password. Needs access control.
     SetRoomPassword { password: Option<String> },
+    /// Host: let a participant waiting in the lobby in.
+    AdmitParticipant { participant: ParticipantId },
+    /// Host: turn a participant waiting in the lobby away.
+    DenyParticipant { participant: ParticipantId },
     /// Host: change the room's settings.
     SetRoomSettings { settings: RoomSettings },
     /// Host: end the meeting for everyone (all participants are disconnected with
@@ -390,6 +408,16 @@ pub enum ServerMessage {
     RoomPasswordSet {
         protected: bool,
     },
+    /// (to a joiner) The room has a lobby: wait until a host lets you in (`joined` follows) or
+    /// turns you away (the fatal `lobby_denied`).
+    LobbyWaiting {},
+    /// (to hosts) Who waits in the lobby now, on every node.
+    LobbyChanged {
+        waiting: Vec<LobbyEntry>,
+    },
+    /// (internal: from the room to the waiting participant's session, which joins again; the
+    /// client never sees it but gets `joined`) A host let it in.
+    LobbyAdmitted {},
     /// The dominant speaker changed; `recent` lists the most recent dominant speakers, newest
     /// first (what `last_n` picks from).
     DominantSpeaker {
@@ -470,6 +498,10 @@ pub enum ErrorCode {
     PasswordRequired,
     /// A host banned this account (or invite) from the room.
     Banned,
+    /// (internal, never sent) The join waits in the room's lobby.
+    InLobby,
+    /// (fatal) A host turned you away from the lobby.
+    LobbyDenied,
 }
 
 /// Why a client frame could not be decoded into a [`ClientMessage`].
@@ -513,6 +545,8 @@ const CLIENT_TYPES: &[&str] = &[
     "set_room_settings",
     "end_meeting",
     "set_room_password",
+    "admit_participant",
+    "deny_participant",
     "set_preferences",
     "leave",
 ];

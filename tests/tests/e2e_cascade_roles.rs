@@ -135,6 +135,77 @@ fn a_host_on_one_node_moderates_members_of_another() {
     late.recv_until("joined after the unlock", STEP, |v| v["type"] == "joined")
         .unwrap();
 
+    // The lobby: newcomers on n2 wait until the host on n1 lets them in or turns them away.
+    host.send_json(&json!({"type": "set_room_settings",
+                           "settings": {"only_hosts_publish": true, "lobby": true}}))
+        .unwrap();
+    speaker
+        .recv_until("the lobby setting reaches n2", STEP, |v| {
+            v["type"] == "room_settings_changed" && v["settings"]["lobby"] == true
+        })
+        .unwrap();
+    let mut guest = WsConn::connect(&n2.ws_url()).unwrap();
+    guest
+        .send_json(&json!({"type": "join", "room": room, "name": "Guest"}))
+        .unwrap();
+    guest
+        .recv_until("waiting", STEP, |v| v["type"] == "lobby_waiting")
+        .unwrap();
+    let mut intruder = WsConn::connect(&n2.ws_url()).unwrap();
+    intruder
+        .send_json(&json!({"type": "join", "room": room, "name": "Intruder"}))
+        .unwrap();
+    intruder
+        .recv_until("waiting", STEP, |v| v["type"] == "lobby_waiting")
+        .unwrap();
+    let lobby = host
+        .recv_until("both waiting, seen on n1", STEP, |v| {
+            v["type"] == "lobby_changed" && v["waiting"].as_array().is_some_and(|w| w.len() == 2)
+        })
+        .unwrap();
+    let id_of = |name: &str| {
+        lobby["waiting"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .map(|w| w["participant"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let (guest_id, intruder_id) = (id_of("Guest"), id_of("Intruder"));
+    // A non-host cannot decide.
+    speaker
+        .send_json(&json!({"type": "admit_participant", "participant": intruder_id}))
+        .unwrap();
+    let refused = speaker
+        .recv_until("forbidden", STEP, |v| v["type"] == "error")
+        .unwrap();
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    host.send_json(&json!({"type": "admit_participant", "participant": guest_id}))
+        .unwrap();
+    let joined = guest
+        .recv_until("admitted", STEP, |v| {
+            v["type"] == "joined" || v["type"] == "error"
+        })
+        .unwrap();
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(joined["participant"], guest_id.as_str());
+    host.send_json(&json!({"type": "deny_participant", "participant": intruder_id}))
+        .unwrap();
+    let denied = intruder
+        .recv_until("denied", STEP, |v| v["type"] == "error")
+        .unwrap();
+    assert_eq!(denied["code"], "lobby_denied", "{denied}");
+    assert_eq!(denied["fatal"], true, "{denied}");
+    assert!(
+        intruder.recv_close(STEP).is_ok(),
+        "the denied socket closes"
+    );
+    host.recv_until("the lobby is empty again", STEP, |v| {
+        v["type"] == "lobby_changed" && v["waiting"].as_array().is_some_and(|w| w.is_empty())
+    })
+    .unwrap();
+
     // A non-host cannot end the meeting; the host on n1 ends it for everyone on both nodes.
     late.send_json(&json!({"type": "end_meeting"})).unwrap();
     let refused = late
@@ -145,6 +216,7 @@ fn a_host_on_one_node_moderates_members_of_another() {
     for (who, ws) in [
         ("speaker on n2", &mut speaker),
         ("newcomer on n2", &mut late),
+        ("admitted guest on n2", &mut guest),
         ("host", &mut host),
     ] {
         let ended = ws

@@ -366,6 +366,8 @@ struct LocalRoom {
     tracks: Vec<RelayTrack>,
     /// The room's settings as last changed by a host here.
     settings: RoomSettings,
+    /// Who waits in the room's lobby here.
+    lobby: Vec<(ParticipantId, String)>,
 }
 
 /// A track published on another node, as announced by its origin.
@@ -658,13 +660,14 @@ impl Manager {
                         .entry(room.clone())
                         .or_default()
                         .insert(peer.clone());
-                    let (participants, tracks, settings) = match self.local.get(&room) {
+                    let (participants, tracks, settings, lobby) = match self.local.get(&room) {
                         Some(l) => (
                             l.participants.values().cloned().collect(),
                             l.tracks.clone(),
                             l.settings,
+                            l.lobby.clone(),
                         ),
-                        None => (Vec::new(), Vec::new(), RoomSettings::default()),
+                        None => (Vec::new(), Vec::new(), RoomSettings::default(), Vec::new()),
                     };
                     link.send_control(RelayMessage::RoomState {
                         room: room.clone(),
@@ -672,7 +675,16 @@ impl Manager {
                         tracks,
                     });
                     if settings != RoomSettings::default() {
-                        link.send_control(RelayMessage::RoomSettings { room, settings });
+                        link.send_control(RelayMessage::RoomSettings {
+                            room: room.clone(),
+                            settings,
+                        });
+                    }
+                    if !lobby.is_empty() {
+                        link.send_control(RelayMessage::RoomLobby {
+                            room,
+                            waiting: lobby,
+                        });
                     }
                 } else if let Some(peers) = self.interest.get_mut(&room) {
                     peers.remove(&peer);
@@ -795,6 +807,10 @@ impl Manager {
             RelayMessage::AudioLevels { room, levels } => {
                 self.rooms
                     .remote(&room, &peer, RemoteRoomEvent::AudioLevels(levels));
+            }
+            RelayMessage::RoomLobby { room, waiting } => {
+                self.rooms
+                    .remote(&room, &peer, RemoteRoomEvent::Lobby(waiting));
             }
             RelayMessage::Subscribe {
                 room: _,
@@ -1215,6 +1231,16 @@ impl Manager {
                     RelayMessage::RoomSettings {
                         room: room.clone(),
                         settings,
+                    },
+                );
+            }
+            LocalRoomEvent::Lobby(waiting) => {
+                self.local.entry(room.clone()).or_default().lobby = waiting.clone();
+                self.send_interested(
+                    &room,
+                    RelayMessage::RoomLobby {
+                        room: room.clone(),
+                        waiting,
                     },
                 );
             }
