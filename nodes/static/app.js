@@ -34,6 +34,9 @@
   const MAX_REDIRECTS = 3; // redirects followed per join attempt (a loop guard)
   const STALE_TILE_MS = 4000; // keep a remote video's last frame this long while its successor comes
   const REPAIR_MIN_INTERVAL_MS = 15000; // rejoin to repair a broken subscribe connection at most this often
+  // Shown for `room_locked` (join refused, near the join form) and `meeting_ended` (the call is over).
+  const ROOM_LOCKED_TEXT = 'This room is locked; ask a host to unlock it.';
+  const MEETING_ENDED_TEXT = 'The host ended the meeting.';
   // Access control (nodes/src/auth): login answers, token storage, what the node calls roles.
   const AUTH_STORAGE_KEY = 'kaskade.auth'; // sessionStorage: this tab's login, see storeAuth()
   const ACCOUNT_ROLES = ['operator', 'tenant_admin', 'host', 'participant', 'guest'];
@@ -93,7 +96,7 @@
 
   /** RoomSettings from the wire. */
   function roomSettings(v) {
-    return { only_hosts_publish: isObj(v) && v.only_hosts_publish === true };
+    return { only_hosts_publish: isObj(v) && v.only_hosts_publish === true, locked: isObj(v) && v.locked === true };
   }
 
   /** A non-negative count from the wire, else 0. */
@@ -176,7 +179,7 @@
       published: {}, // mid -> own track id, from the latest publish_answer
       publishedSources: {}, // mid -> source, as sent in the latest publish_offer
       role: null, // our role as the node granted it: 'host' | 'speaker' | 'audience'
-      settings: { only_hosts_publish: false }, // the room's settings
+      settings: { only_hosts_publish: false, locked: false }, // the room's settings
       audience: 0, // audience members in the room (from `joined` / `audience_count`)
       dominantSpeaker: null, // participant id of who speaks now, if anyone
       receiveQuality: null, // latest `receive_quality`: {estimate_bps, layers: {track id: index}}
@@ -294,7 +297,14 @@
     ui.callView.hidden = !inCall;
     ui.roomLabel.hidden = !inCall;
     ui.join.disabled = s === 'joining';
-    ui.join.textContent = s === 'joining' ? 'Joining\u2026' : s === 'left' || s === 'removed' ? 'Join again' : 'Join';
+    ui.join.textContent =
+      s === 'joining'
+        ? 'Joining\u2026'
+        : s === 'locked'
+          ? 'Try again'
+          : s === 'left' || s === 'removed' || s === 'ended'
+            ? 'Join again'
+            : 'Join';
     if (s === 'joining') ui.joinNote.textContent = '';
     if (inCall) {
       // The node took us in: whatever asked for a login is over.
@@ -305,6 +315,7 @@
     renderE2ee();
     if (!inCall) {
       ui.roleLabel.hidden = true;
+      ui.lockedLabel.hidden = true;
       ui.audienceCount.hidden = true;
       ui.receiveEstimate.hidden = true;
       hideNotice();
@@ -987,6 +998,10 @@
       loginToJoin(c, s, message);
       return;
     }
+    if (code === 'room_locked') {
+      lockedOut(c, s);
+      return;
+    }
     // `unknown_room`: only hosts open rooms; the node says so ("… a host has to open it first").
     const why = code === 'unknown_room' ? sentence(message) : `Could not join: ${message} [${code}]`;
     attemptFailed(c, s, {
@@ -994,6 +1009,27 @@
       unavailable: code === 'unavailable',
       refused: true,
     });
+  }
+
+  /**
+   * `room_locked`: a host locked the room and we would be new in it. Not fatal and nothing to
+   * retry by itself: back to the join form, whose button tries again. During a move (we came
+   * back as a new participant) a session that still runs is kept.
+   */
+  function lockedOut(c, s) {
+    const link = c.link;
+    if (!link || link.attempt !== s || s.closed || c.ended) return;
+    if (link.kind === 'move' && live(sess) && sess !== s && sess.joined) {
+      console.warn('kaskade: the room is locked to newcomers; staying on the current node');
+      closeTransport(s);
+      c.link = null;
+      delete document.body.dataset.moving;
+      updateStatus();
+      updateControls();
+      return;
+    }
+    endCall(ROOM_LOCKED_TEXT, 'locked', { banner: false });
+    setStatus('Room locked');
   }
 
   /** A join attempt failed: retry, try the next node, or give up, depending on the search. */
@@ -1142,10 +1178,12 @@
   }
 
   /**
-   * Ends the call for good: closes everything, stops the camera and microphone, shows `text`.
-   * `finalState` is the page state afterwards: 'error' (default) or 'removed' (a host removed us).
+   * Ends the call for good: closes everything, stops the camera and microphone, shows `text`
+   * (in the error banner too unless `opts.banner` is false). `finalState` is the page state
+   * afterwards: 'error' (default), 'removed' (a host removed us), 'ended' (a host ended the
+   * meeting) or 'locked' (the room takes nobody new).
    */
-  function endCall(text, finalState) {
+  function endCall(text, finalState, opts) {
     const c = call;
     if (c) {
       cancelLink(c);
@@ -1157,7 +1195,8 @@
     setState(finalState || 'error');
     setStatus(text);
     ui.joinNote.textContent = text;
-    showError(text, true);
+    if (!opts || opts.banner !== false) showError(text, true);
+    else hideError();
   }
 
   function leave() {
@@ -1516,6 +1555,14 @@
       ui.joinNote.textContent = `You were removed from the room ${state.room ? `\u201c${state.room}\u201d` : ''}.`;
       return;
     }
+    if (code === 'meeting_ended') {
+      // A host ended the meeting for everyone; the node closes the socket. Over for good: no move.
+      const c = call;
+      if (c) cancelLink(c);
+      if (!live(s)) return;
+      endCall(MEETING_ENDED_TEXT, 'ended');
+      return;
+    }
     if (code === 'forbidden') {
       if (s.pub.pending && /^publish offer refused/.test(message)) {
         // The node does not let us publish (we are in the audience): drop the publish side.
@@ -1619,11 +1666,15 @@
   }
 
   function onRoomSettingsChanged(s, m) {
-    const was = state.settings.only_hosts_publish;
+    const was = state.settings;
     state.settings = roomSettings(m.settings);
-    const now = state.settings.only_hosts_publish;
-    if (was !== now && state.role !== 'host') {
-      showNotice(now ? 'Classroom mode is on: only hosts (and whom they invite) speak.' : 'Classroom mode is off.');
+    const now = state.settings;
+    if (was.only_hosts_publish !== now.only_hosts_publish && state.role !== 'host') {
+      showNotice(
+        now.only_hosts_publish ? 'Classroom mode is on: only hosts (and whom they invite) speak.' : 'Classroom mode is off.',
+      );
+    } else if (was.locked !== now.locked) {
+      showNotice(now.locked ? 'The room is locked: nobody new can join.' : 'The room is unlocked: others can join again.');
     }
     renderRoom();
     reconcile(s);
@@ -1700,6 +1751,7 @@
     ui.roleLabel.hidden = !joined || !role;
     ui.roleLabel.textContent = role ? ROLE_LABELS[role] : '';
     ui.roleLabel.dataset.role = role || '';
+    ui.lockedLabel.hidden = !joined || !state.settings.locked;
     const n = state.audience;
     ui.audienceCount.hidden = !joined || (!classroom && n === 0);
     ui.audienceCount.textContent = `\u{1F465} ${n} in the audience`;
@@ -1714,6 +1766,10 @@
     const host = role === 'host';
     ui.hostPanel.hidden = !joined || !host;
     ui.onlyHostsPublish.checked = classroom;
+    const locked = state.settings.locked;
+    ui.lockRoom.textContent = locked ? 'Unlock room' : 'Lock room';
+    ui.lockRoom.setAttribute('aria-pressed', locked ? 'true' : 'false');
+    ui.lockRoom.title = locked ? 'Let new participants join again' : 'Let nobody new join (who is in stays)';
     ui.classroomHint.hidden = !(joined && role === 'audience');
     ui.classroomHint.textContent =
       call && call.handRaisedAt !== null
@@ -1815,13 +1871,38 @@
     updateControls();
   }
 
-  function setOnlyHostsPublish() {
+  /**
+   * Sends the room's settings with `change` applied. Always all of them: the node replaces the
+   * settings, so one toggle must not reset the other. The node answers everyone (us included)
+   * with `room_settings_changed`.
+   */
+  function sendSettings(change) {
     const s = sess;
-    const on = ui.onlyHostsPublish.checked;
-    if (!live(s) || !s.joined || !send(s, { type: 'set_room_settings', settings: { only_hosts_publish: on } })) {
+    if (!live(s) || !s.joined) return false;
+    const settings = {
+      only_hosts_publish: state.settings.only_hosts_publish,
+      locked: state.settings.locked,
+      ...change,
+    };
+    return send(s, { type: 'set_room_settings', settings });
+  }
+
+  function setOnlyHostsPublish() {
+    if (!sendSettings({ only_hosts_publish: ui.onlyHostsPublish.checked })) {
       ui.onlyHostsPublish.checked = state.settings.only_hosts_publish;
     }
-    // The node answers everyone (us included) with `room_settings_changed`.
+  }
+
+  function toggleRoomLock() {
+    sendSettings({ locked: !state.settings.locked });
+  }
+
+  /** Hosts: ends the meeting for everyone (after a confirmation); the node answers `meeting_ended`. */
+  function endMeeting() {
+    const s = sess;
+    if (!live(s) || !s.joined) return;
+    if (!window.confirm('End the meeting for everyone? Everybody, you included, will be disconnected.')) return;
+    send(s, { type: 'end_meeting' });
   }
 
   function muteAll() {
@@ -3302,6 +3383,7 @@
     get role() {
       return state.role;
     },
+    /** The room's latest settings: {only_hosts_publish, locked}. */
     get settings() {
       return Object.assign({}, state.settings);
     },
@@ -3420,6 +3502,7 @@
     ui.roleParticipant = $('#role-participant');
     ui.roleAudience = $('#role-audience');
     ui.roleLabel = $('#role-label');
+    ui.lockedLabel = $('#locked-label');
     ui.audienceCount = $('#audience-count');
     ui.receiveEstimate = $('#receive-estimate');
     ui.raiseHand = $('#raise-hand');
@@ -3427,6 +3510,8 @@
     ui.hostPanel = $('#host-panel');
     ui.onlyHostsPublish = $('#only-hosts-publish');
     ui.muteAll = $('#mute-all');
+    ui.lockRoom = $('#lock-room');
+    ui.endMeeting = $('#end-meeting');
     ui.handQueue = $('#hand-queue');
     ui.handCount = $('#hand-count');
     ui.handEmpty = $('#hand-empty');
@@ -3472,6 +3557,8 @@
     ui.raiseHand.addEventListener('click', toggleHand);
     ui.onlyHostsPublish.addEventListener('change', setOnlyHostsPublish);
     ui.muteAll.addEventListener('click', muteAll);
+    ui.lockRoom.addEventListener('click', toggleRoomLock);
+    ui.endMeeting.addEventListener('click', endMeeting);
     ui.participants.addEventListener('click', onModerationClick);
     ui.handQueue.addEventListener('click', onModerationClick);
     ui.enableAudio.addEventListener('click', enableAudio);

@@ -10,7 +10,7 @@
 // and at the end {"event":"result","ok":…}.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, sleep, until, parseOptions } from './harness.mjs';
+import { CHROMIUM_FLAGS, emit, joinedView, pageView, sleep, parseOptions } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,17 +29,15 @@ function parseArgs(argv) {
 
 /** The first remote camera the page decodes, from the page's stats API. */
 async function cameraSample(page) {
-  return page.evaluate(async () => {
-    const stats = window.kaskade && (await window.kaskade.stats());
-    const tile = (stats?.tiles ?? []).find((t) => t.source === 'camera');
-    return {
-      state: document.body?.dataset?.state ?? null,
-      width: tile?.frameWidth ?? 0,
-      height: tile?.frameHeight ?? 0,
-      frames: tile?.framesDecoded ?? 0,
-      estimate_bps: window.kaskade?.receiveQuality?.estimate_bps ?? null,
-    };
-  });
+  const v = await pageView(page);
+  const tile = (v.stats?.tiles ?? []).find((t) => t.source === 'camera');
+  return {
+    state: v.state,
+    width: tile?.frameWidth ?? 0,
+    height: tile?.frameHeight ?? 0,
+    frames: tile?.framesDecoded ?? 0,
+    estimate_bps: v.receiveQuality?.estimate_bps ?? null,
+  };
 }
 
 async function main() {
@@ -68,10 +66,7 @@ async function main() {
       const token = role === 'publisher' ? opts['publisher-token'] : opts['viewer-token'];
       if (token) q.token = token;
       await page.goto(`${opts.url}/?${new URLSearchParams(q)}`, { timeout: 20000 });
-      await until('join', `${role} page joined`, 20000, async () => {
-        const s = await page.evaluate(() => document.body?.dataset?.state ?? null);
-        return s === 'joined' ? { ok: true } : { ok: false, last: s };
-      });
+      await joinedView('join', page, `${role} page`, 20000, { failStates: [] });
       pages[role] = page;
       emit({ event: 'joined', page: `${opts.tag}-${role}` });
     }

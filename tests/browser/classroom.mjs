@@ -5,8 +5,12 @@
 // `forbidden`), sees the audience count and raises its hand; the teacher lets it speak from the
 // hand queue, the student publishes its camera and the teacher decodes it; "Mute all" mutes the
 // student (not the teacher) until it unmutes itself; the teacher moves the student back to the
-// audience, the student's publishing stops and its tile at the teacher goes; finally the teacher
-// removes the student, whose page shows it and does not reconnect.
+// audience, the student's publishing stops and its tile at the teacher goes; the teacher locks
+// the room (the student sees the Locked badge), a late student's join is refused (page state
+// `locked`, still on the join form) until the teacher unlocks and it tries again; the teacher
+// removes the student, whose page shows it and does not reconnect; finally the teacher ends the
+// meeting for all (confirming the dialog): the late student's and the teacher's pages end (state
+// `ended`), media stopped, no reconnection.
 // Prints JSON lines (stage events and one final `result`); exits 1 with a reason on failure.
 // Screenshots go to --artifacts (classroom-teacher-*.png, classroom-student-*.png). Run by
 // tests/tests/e2e_browser_classroom.rs inside a network namespace.
@@ -15,7 +19,19 @@
 //                           [--timeout SECONDS] [--chromium /usr/bin/chromium]
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, StageError, until, parseOptions } from './harness.mjs';
+import {
+  CHROMIUM_FLAGS,
+  decodedGrowth,
+  emit,
+  joinedView,
+  pageView,
+  parseOptions,
+  participantIdByName,
+  sleep,
+  StageError,
+  tileOf,
+  until,
+} from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -24,9 +40,10 @@ function parseArgs(argv) {
   return parseOptions(argv, { timeout: 150 });
 }
 
-/** What the page shows and knows: state, role, controls, lists, tiles with their stats. */
+/** What the page shows and knows (harness pageView) plus the classroom's controls and lists. */
 async function snapshot(page) {
-  return page.evaluate(async () => {
+  const view = await pageView(page);
+  const more = await page.evaluate(() => {
     const k = window.kaskade;
     const text = (sel) => document.querySelector(sel)?.textContent?.trim() ?? null;
     // A control is usable when it is rendered (not hidden, in the layout) and enabled.
@@ -34,32 +51,26 @@ async function snapshot(page) {
       const el = document.querySelector(sel);
       return !!el && !el.hidden && el.offsetParent !== null && !el.disabled;
     };
-    const banner = document.querySelector('#error-banner');
-    let stats = null;
-    let statsError = null;
-    try {
-      stats = await k.stats();
-    } catch (e) {
-      statsError = String(e);
-    }
+    const shown = (sel) => {
+      const el = document.querySelector(sel);
+      return el && !el.hidden && el.offsetParent !== null ? el.textContent.trim() : null;
+    };
     const pc = k?.publishPc ?? null;
     return {
-      state: document.body?.dataset?.state ?? null,
-      status: text('#status'),
-      error: banner && !banner.hidden ? banner.textContent.trim() : null,
-      role: k?.role ?? null,
-      settings: k?.settings ?? null,
       audience: k?.audience ?? null,
       handRaised: k?.handRaised ?? null,
-      receiveQuality: k?.receiveQuality ?? null,
+      reconnects: k?.reconnects ?? null,
+      moving: k?.moving ?? null,
+      ws: k?.ws ? k.ws.readyState : null,
       publishPc: pc ? pc.connectionState : null,
       publishedTracks: k?.publishedTracks ?? {},
       liveLocalTracks: k ? k.liveLocalTracks() : [],
       classroom: document.querySelector('#call-view')?.dataset?.classroom ?? null,
-      audienceCount: (() => {
-        const el = document.querySelector('#audience-count');
-        return el && !el.hidden ? el.textContent.trim() : null;
-      })(),
+      audienceCount: shown('#audience-count'),
+      lockedBadge: shown('#locked-label'),
+      joinForm: !!document.querySelector('#join-form') && document.querySelector('#join-view')?.hidden === false,
+      joinNote: text('#join-note'),
+      joinButton: text('#join'),
       controls: {
         mic: usable('#mute-mic'),
         cam: usable('#toggle-cam'),
@@ -67,77 +78,28 @@ async function snapshot(page) {
         raiseHand: usable('#raise-hand'),
         raiseHandLabel: text('#raise-hand .label'),
         hostPanel: usable('#only-hosts-publish'),
+        lockRoom: usable('#lock-room'),
+        lockRoomLabel: text('#lock-room'),
+        endMeeting: usable('#end-meeting'),
       },
-      participants: [...document.querySelectorAll('#participants li[data-participant-id]')].map((li) => ({
-        id: li.dataset.participantId,
-        role: li.dataset.role,
-        text: li.textContent.trim(),
-      })),
       hands: [...document.querySelectorAll('#hand-queue li[data-hand-id]')].map((li) => li.dataset.handId),
-      tiles: [...document.querySelectorAll('#tiles .tile')].map((t) => ({
-        participantId: t.dataset.participantId,
-        source: t.dataset.source,
-        trackId: t.dataset.trackId,
-        stage: t.dataset.stage,
-        quality: t.querySelector('.tile-quality')?.textContent ?? '',
-        hasVideo: !!t.querySelector('video'),
-      })),
-      stats,
-      statsError,
     };
   });
+  return { ...view, ...more };
 }
 
-async function joined(stage, page, who, role) {
-  return until(stage, `${who} joined as ${role}`, 20000, async () => {
-    const s = await snapshot(page);
-    if (s.state === 'error' || s.state === 'removed') {
-      throw new StageError(stage, `${who} is in state ${s.state}: ${s.error ?? s.status}`);
-    }
-    return s.state === 'joined' && s.role === role
-      ? { ok: true, value: s }
-      : { ok: false, last: { state: s.state, role: s.role, status: s.status, error: s.error } };
+/** Waits until `page` is in the room with `role` (a page in state error or removed fails). */
+function joined(stage, page, who, role) {
+  return joinedView(stage, page, `${who} (as ${role})`, 20000, {
+    check: (v) => v.role === role,
+    failStates: ['error', 'removed'],
   });
 }
 
-/** Waits until `page` lists a participant whose entry shows `name`; returns that id. */
-async function participantIdByName(stage, page, name, timeoutMs) {
-  return until(stage, `a participant named ${name}`, timeoutMs, async () => {
-    const s = await snapshot(page);
-    const p = s.participants.find((p) => p.text.includes(name));
-    return p ? { ok: true, value: p.id } : { ok: false, last: { participants: s.participants, state: s.state } };
-  });
-}
-
-/** Waits until the camera tile of `participantId` decodes `growth` more frames than when first seen. */
-async function framesGrowing(stage, page, participantId, growth, timeoutMs) {
-  const started = Date.now();
-  let base = null;
-  return until(stage, `camera tile of ${participantId} decoding ${growth} more frames`, timeoutMs, async () => {
-    const s = await snapshot(page);
-    const tile = (s.stats?.tiles ?? []).find((t) => t.participantId === participantId && t.source === 'camera');
-    const dom = s.tiles.find((t) => t.participantId === participantId && t.source === 'camera' && t.hasVideo);
-    const frames = tile?.framesDecoded ?? 0;
-    if (tile && dom && frames > 0 && (base === null || tile.trackId !== base.trackId)) {
-      base = { frames, at: Date.now(), trackId: tile.trackId };
-    }
-    if (base !== null && frames >= base.frames + growth && dom) {
-      const secs = (Date.now() - base.at) / 1000;
-      return {
-        ok: true,
-        value: {
-          trackId: tile.trackId,
-          framesDecoded: frames,
-          growth: frames - base.frames,
-          fps: secs > 0 ? (frames - base.frames) / secs : 0,
-          width: tile.frameWidth ?? 0,
-          height: tile.frameHeight ?? 0,
-          stage: dom.stage === 'true',
-          waitedMs: Date.now() - started,
-        },
-      };
-    }
-    return { ok: false, last: { tiles: s.stats?.tiles, domTiles: s.tiles, state: s.state, error: s.error } };
+/** Waits until the page shows the camera tile of `participantId` decoding `growth` more frames. */
+function framesGrowing(stage, page, participantId, growth, timeoutMs) {
+  return decodedGrowth(stage, page, `camera tile of ${participantId}`, tileOf(participantId, 'camera'), growth, timeoutMs, {
+    shown: true,
   });
 }
 
@@ -151,7 +113,7 @@ async function main() {
   const artifacts = opts.artifacts ? path.resolve(opts.artifacts) : null;
   if (artifacts) fs.mkdirSync(artifacts, { recursive: true });
   const tag = Math.random().toString(36).slice(2, 7);
-  const names = { teacher: `Teacher-${tag}`, student: `Student-${tag}` };
+  const names = { teacher: `Teacher-${tag}`, student: `Student-${tag}`, late: `Late-${tag}` };
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'kaskade-chromium-'));
   const result = { event: 'result', ok: false, room: opts.room, names };
   const started = Date.now();
@@ -171,6 +133,17 @@ async function main() {
     }
   };
 
+  /** Opens page `who` (its console logged to stderr) on the room as `names[who]`, with `extra` query. */
+  const open = async (who, extra) => {
+    const page = who === 'teacher' ? (ctx.pages()[0] ?? (await ctx.newPage())) : await ctx.newPage();
+    pages[who] = page;
+    page.on('console', (m) => console.error(`[${who}] ${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => console.error(`[${who}] pageerror: ${e}`));
+    const q = new URLSearchParams({ room: opts.room, name: names[who], autojoin: '1', ...extra });
+    await page.goto(`${opts.url}/?${q}`, { timeout: 20000 });
+    return page;
+  };
+
   const overall = setTimeout(async () => {
     emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
     process.exit(1);
@@ -183,17 +156,10 @@ async function main() {
       args: CHROMIUM_FLAGS,
       viewport: { width: 1280, height: 800 },
     });
-    pages.teacher = ctx.pages()[0] ?? (await ctx.newPage());
-    for (const [who, page] of Object.entries(pages)) {
-      page.on('console', (m) => console.error(`[${who}] ${m.type()}: ${m.text()}`));
-      page.on('pageerror', (e) => console.error(`[${who}] pageerror: ${e}`));
-    }
-    const { teacher } = pages;
 
     // The teacher is first in the room: the node makes it the host.
     stage = 'teacher-join';
-    const tq = new URLSearchParams({ room: opts.room, name: names.teacher, autojoin: '1' });
-    await teacher.goto(`${opts.url}/?${tq}`, { timeout: 20000 });
+    const teacher = await open('teacher', {});
     await joined(stage, teacher, 'teacher', 'host');
     step(stage);
 
@@ -223,12 +189,7 @@ async function main() {
 
     // The student opens the room as audience.
     stage = 'student-join';
-    pages.student = await ctx.newPage();
-    const { student } = pages;
-    student.on('console', (m) => console.error(`[student] ${m.type()}: ${m.text()}`));
-    student.on('pageerror', (e) => console.error(`[student] pageerror: ${e}`));
-    const sq = new URLSearchParams({ room: opts.room, name: names.student, role: 'audience', autojoin: '1' });
-    await student.goto(`${opts.url}/?${sq}`, { timeout: 20000 });
+    const student = await open('student', { role: 'audience' });
     await joined(stage, student, 'student', 'audience');
     step(stage);
 
@@ -415,6 +376,80 @@ async function main() {
       if (s.state !== 'joined') throw new StageError(stage, `${who} left state joined: ${s.state} (${s.error ?? s.status})`);
     }
 
+    // "Lock room": the student (already in) sees the Locked badge; the other setting stays.
+    stage = 'lock';
+    await until(stage, 'a usable "Lock room" button at the teacher', 10000, async () => {
+      const s = await snapshot(teacher);
+      return s.controls.lockRoom && s.controls.lockRoomLabel === 'Lock room' ? { ok: true } : { ok: false, last: s.controls };
+    });
+    await teacher.click('#lock-room');
+    result.locked = {};
+    result.locked.teacher = await until(stage, 'the room locked at the teacher', 10000, async () => {
+      const s = await snapshot(teacher);
+      return s.settings?.locked === true && s.controls.lockRoomLabel === 'Unlock room'
+        ? { ok: true, value: { settings: s.settings, lockRoomLabel: s.controls.lockRoomLabel, badge: s.lockedBadge } }
+        : { ok: false, last: { settings: s.settings, controls: s.controls, error: s.error } };
+    });
+    result.locked.student = await until(stage, 'the Locked badge on the student page', 10000, async () => {
+      const s = await snapshot(student);
+      return s.settings?.locked === true && /Locked/.test(s.lockedBadge ?? '')
+        ? { ok: true, value: { settings: s.settings, badge: s.lockedBadge, state: s.state } }
+        : { ok: false, last: { settings: s.settings, badge: s.lockedBadge, state: s.state } };
+    });
+    await shoot('locked');
+    step(stage);
+
+    // A late student is refused while the room is locked: its page stays on the join form.
+    stage = 'late-join-locked';
+    const late = await open('late', {});
+    result.late_locked = await until(stage, 'the late student page in state locked', 20000, async () => {
+      const s = await snapshot(late);
+      if (s.state === 'joined' || s.state === 'error') {
+        throw new StageError(stage, `the late student got in or failed while the room is locked: ${s.state} (${s.error ?? s.status})`);
+      }
+      return s.state === 'locked'
+        ? {
+            ok: true,
+            value: { state: s.state, joinNote: s.joinNote, joinButton: s.joinButton, joinForm: s.joinForm, error: s.error },
+          }
+        : { ok: false, last: { state: s.state, status: s.status, note: s.joinNote, error: s.error } };
+    });
+    await sleep(2000);
+    {
+      const s = await snapshot(late);
+      result.late_locked.after_2s = { state: s.state, reconnects: s.reconnects, liveLocalTracks: s.liveLocalTracks };
+      if (s.state !== 'locked') throw new StageError(stage, `the late student page left state locked by itself: ${s.state}`);
+      const t = await snapshot(teacher);
+      if (t.participants.some((p) => p.text.includes(names.late))) throw new StageError(stage, 'the teacher lists the refused late student');
+    }
+    await shoot('late-locked');
+    step(stage);
+
+    // "Unlock room": the badge goes, the late student's "Try again" gets it in (as audience:
+    // only hosts publish is still on).
+    stage = 'unlock';
+    await teacher.click('#lock-room');
+    result.unlocked = {};
+    result.unlocked.teacher = await until(stage, 'the room unlocked at the teacher', 10000, async () => {
+      const s = await snapshot(teacher);
+      return s.settings?.locked === false && s.controls.lockRoomLabel === 'Lock room'
+        ? { ok: true, value: { settings: s.settings, lockRoomLabel: s.controls.lockRoomLabel } }
+        : { ok: false, last: { settings: s.settings, controls: s.controls, error: s.error } };
+    });
+    result.unlocked.student = await until(stage, 'the Locked badge gone at the student', 10000, async () => {
+      const s = await snapshot(student);
+      return s.settings?.locked === false && s.lockedBadge === null
+        ? { ok: true, value: { settings: s.settings, badge: s.lockedBadge } }
+        : { ok: false, last: { settings: s.settings, badge: s.lockedBadge } };
+    });
+    await late.click('#join');
+    {
+      const s = await joined(stage, late, 'late student', 'audience');
+      result.late_joined = { state: s.state, role: s.role, settings: s.settings };
+    }
+    ids.late = await participantIdByName(stage, teacher, names.late, 15000);
+    step(stage);
+
     // "Remove": the student's page shows that it was removed and does not come back by itself.
     stage = 'remove';
     await teacher.click(`#participants li[data-participant-id="${ids.student}"] button[data-action="remove"]`);
@@ -446,6 +481,45 @@ async function main() {
       if (t.state !== 'joined') throw new StageError(stage, `the teacher left state joined: ${t.state}`);
       result.teacher_role_at_end = t.role;
     }
+    step(stage);
+
+    // "End meeting for all" (confirmed in the dialog): every page still in the room ends, the
+    // host's too, with media stopped and no reconnection.
+    stage = 'end-meeting';
+    result.ended = {};
+    teacher.once('dialog', (d) => {
+      result.ended.dialog = { type: d.type(), message: d.message() };
+      d.accept().catch((e) => console.error(`accepting the dialog: ${e}`));
+    });
+    await teacher.click('#end-meeting');
+    for (const who of ['late', 'teacher']) {
+      result.ended[who] = await until(stage, `the ${who} page in state ended`, 10000, async () => {
+        const s = await snapshot(pages[who]);
+        return s.state === 'ended'
+          ? { ok: true, value: { state: s.state, error: s.error, status: s.status, joinNote: s.joinNote } }
+          : { ok: false, last: { state: s.state, error: s.error, status: s.status } };
+      });
+    }
+    await shoot('ended');
+    await sleep(3000);
+    result.ended.after_3s = {};
+    for (const who of ['late', 'teacher', 'student']) {
+      const s = await snapshot(pages[who]);
+      result.ended.after_3s[who] = {
+        state: s.state,
+        reconnects: s.reconnects,
+        moving: s.moving,
+        ws: s.ws,
+        liveLocalTracks: s.liveLocalTracks,
+      };
+    }
+    for (const who of ['late', 'teacher']) {
+      const a = result.ended.after_3s[who];
+      if (a.state !== 'ended' || a.reconnects !== 0 || a.moving || a.liveLocalTracks.length) {
+        throw new StageError(stage, `the ${who} page did not stay ended: ${JSON.stringify(a)}`);
+      }
+    }
+    step(stage);
     result.ok = true;
     result.elapsed_ms = Date.now() - started;
   } catch (e) {

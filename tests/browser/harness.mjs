@@ -1,7 +1,7 @@
-// Owns: what the browser scenarios (two_pages.mjs, failover.mjs, e2ee.mjs, …) share — the Chromium flags
-// checked on this machine kind, JSON-lines output, polling a page until a condition holds
-// with a stage-tagged error when it does not, and reading a page's test hooks (pageView,
-// decodedGrowth).
+// Owns: what the browser scenarios (two_pages.mjs, failover.mjs, e2ee.mjs, classroom.mjs,
+// bandwidth.mjs) share — the Chromium flags checked on this machine kind, JSON-lines output,
+// polling a page until a condition holds with a stage-tagged error when it does not, and reading
+// a page's test hooks and DOM (pageView, joinedView, participantIdByName, decodedGrowth).
 
 // Fake camera/microphone/screen without prompts, no GPU, no network services of the browser's
 // own, no throttling of pages that are not in front.
@@ -71,8 +71,9 @@ export function parseOptions(argv, defaults) {
 }
 
 /**
- * What a Kaskade page reports through its test hooks: page state, status line, the visible error
- * banner, our participant id, `kaskade.e2ee` and `kaskade.stats()`.
+ * What a Kaskade page reports through its test hooks and DOM: page state, status line, the
+ * visible error banner, our participant id, role, the room's settings, `kaskade.receiveQuality`,
+ * `kaskade.e2ee`, `kaskade.stats()`, the participant list and the video tiles.
  */
 export async function pageView(page) {
   return page.evaluate(async () => {
@@ -81,7 +82,8 @@ export async function pageView(page) {
     let stats = null;
     let statsError = null;
     try {
-      stats = k ? await k.stats() : null;
+      if (k && typeof k.stats === 'function') stats = await k.stats();
+      else statsError = 'window.kaskade.stats is missing';
     } catch (e) {
       statsError = String(e);
     }
@@ -90,41 +92,90 @@ export async function pageView(page) {
       status: document.querySelector('#status')?.textContent?.trim() ?? null,
       error: banner && !banner.hidden ? banner.textContent.trim() : null,
       participantId: k?.participantId ?? null,
+      role: k?.role ?? null,
+      settings: k?.settings ?? null,
+      receiveQuality: k?.receiveQuality ?? null,
       e2ee: k?.e2ee ?? null,
       stats,
       statsError,
+      participants: [...document.querySelectorAll('#participants li[data-participant-id]')].map((li) => ({
+        id: li.dataset.participantId,
+        role: li.dataset.role,
+        text: li.textContent.trim(),
+      })),
+      tiles: [...document.querySelectorAll('#tiles .tile')].map((t) => ({
+        participantId: t.dataset.participantId,
+        source: t.dataset.source,
+        trackId: t.dataset.trackId,
+        stage: t.dataset.stage,
+        quality: t.querySelector('.tile-quality')?.textContent ?? '',
+        hasVideo: !!t.querySelector('video'),
+      })),
     };
   });
 }
 
+/** Waits until page `who` is in state joined (`check(view)` may ask more); a page in state
+ * error (or one of `failStates`) fails the stage at once. Returns the page's view. */
+export async function joinedView(stage, page, who, timeoutMs, { check = () => true, failStates = ['error'] } = {}) {
+  return until(stage, `${who} in state joined`, timeoutMs, async () => {
+    const v = await pageView(page);
+    if (failStates.includes(v.state)) throw new StageError(stage, `${who} is in state ${v.state}: ${v.error ?? v.status}`);
+    return v.state === 'joined' && check(v)
+      ? { ok: true, value: v }
+      : { ok: false, last: { state: v.state, role: v.role, status: v.status, error: v.error } };
+  });
+}
+
+/** Waits until `page` lists a participant whose entry shows `name`; returns that id. */
+export async function participantIdByName(stage, page, name, timeoutMs) {
+  return until(stage, `a participant named ${name}`, timeoutMs, async () => {
+    const v = await pageView(page);
+    const p = v.participants.find((p) => p.text.includes(name));
+    return p ? { ok: true, value: p.id } : { ok: false, last: { participants: v.participants, state: v.state } };
+  });
+}
+
+/** A `pick` for decodedGrowth: the tile of `participantId`'s `source` (e.g. 'camera'). */
+export const tileOf = (participantId, source) => (t) => t.participantId === participantId && t.source === source;
+
 /**
  * Waits until the video tile `pick(tile)` selects (from `kaskade.stats().tiles`) has decoded
- * `growth` frames more than when it was first seen decoding; returns the growth, the frame rate
- * over that span and the decoded size.
+ * `growth` frames more than when it was first seen decoding (counted again when the tile's track
+ * changes); returns the growth, the frame rate over that span and the decoded size. With
+ * `shown`, the page must also show that tile (a DOM tile that `pick` selects, with a <video>)
+ * from the first counted frame on; the result then carries its `domTrackId` and whether it is on
+ * the classroom `stage`.
  */
-export async function decodedGrowth(stage, page, what, pick, growth, timeoutMs) {
+export async function decodedGrowth(stage, page, what, pick, growth, timeoutMs, { shown = false } = {}) {
   const started = Date.now();
   let first = null;
   return until(stage, `${what} decoding ${growth} more frames`, timeoutMs, async () => {
     const v = await pageView(page);
     const tile = (v.stats?.tiles ?? []).find(pick);
+    const dom = shown ? v.tiles.find((t) => t.hasVideo && pick(t)) : null;
+    const visible = !shown || !!dom;
     const frames = tile?.framesDecoded ?? 0;
-    if (first === null && frames > 0) first = { frames, at: Date.now() };
-    if (first !== null && frames - first.frames >= growth) {
-      const secs = (Date.now() - first.at) / 1000;
-      return {
-        ok: true,
-        value: {
-          trackId: tile.trackId,
-          framesDecoded: frames,
-          growth: frames - first.frames,
-          fps: secs > 0 ? (frames - first.frames) / secs : 0,
-          width: tile.frameWidth ?? 0,
-          height: tile.frameHeight ?? 0,
-          waitedMs: Date.now() - started,
-        },
-      };
+    if (tile && visible && frames > 0 && (first === null || tile.trackId !== first.trackId)) {
+      first = { frames, at: Date.now(), trackId: tile.trackId };
     }
-    return { ok: false, last: { tile, state: v.state, error: v.error, statsError: v.statsError } };
+    if (first !== null && visible && frames - first.frames >= growth) {
+      const secs = (Date.now() - first.at) / 1000;
+      const value = {
+        trackId: tile.trackId,
+        framesDecoded: frames,
+        growth: frames - first.frames,
+        fps: secs > 0 ? (frames - first.frames) / secs : 0,
+        width: tile.frameWidth ?? 0,
+        height: tile.frameHeight ?? 0,
+        waitedMs: Date.now() - started,
+      };
+      if (dom) Object.assign(value, { domTrackId: dom.trackId, stage: dom.stage === 'true' });
+      return { ok: true, value };
+    }
+    return {
+      ok: false,
+      last: { tile, domTiles: shown ? v.tiles : undefined, state: v.state, error: v.error, statsError: v.statsError },
+    };
   });
 }

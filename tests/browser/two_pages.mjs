@@ -9,95 +9,33 @@
 // Page A opens --url; page B opens --url2 when given (another node of the same mesh), else --url.
 
 import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, sleep, StageError, until } from './harness.mjs';
+import {
+  CHROMIUM_FLAGS,
+  decodedGrowth,
+  emit,
+  joinedView,
+  pageView,
+  parseOptions,
+  participantIdByName,
+  StageError,
+  tileOf,
+  until,
+} from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 function parseArgs(argv) {
-  const out = { url: null, url2: null, room: null, artifacts: null, timeout: 120, chromium: null };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = argv[i].replace(/^--/, '');
-    if (!(key in out)) throw new Error(`unknown option ${argv[i]}`);
-    out[key] = argv[i + 1];
-  }
-  if (!out.url || !out.room) throw new Error('--url and --room are required');
-  out.url = out.url.replace(/\/+$/, '');
+  const out = parseOptions(argv, { url2: null, timeout: 120 });
   out.url2 = out.url2 ? out.url2.replace(/\/+$/, '') : out.url;
-  out.timeout = Number(out.timeout);
-  out.chromium = out.chromium || process.env.KASKADE_CHROMIUM || '/usr/bin/chromium';
   return out;
 }
 
-/** Everything the DOM contract exposes about one page. */
-async function snapshot(page) {
-  return page.evaluate(async () => {
-    const text = (sel) => document.querySelector(sel)?.textContent?.trim() ?? null;
-    let stats = null;
-    let statsError = null;
-    try {
-      if (window.kaskade && typeof window.kaskade.stats === 'function') stats = await window.kaskade.stats();
-      else statsError = 'window.kaskade.stats is missing';
-    } catch (e) {
-      statsError = String(e);
-    }
-    return {
-      state: document.body?.dataset?.state ?? null,
-      status: text('#status'),
-      error: text('#error-banner'),
-      stats,
-      statsError,
-      participants: [...document.querySelectorAll('#participants li[data-participant-id]')].map((li) => ({
-        id: li.dataset.participantId,
-        text: li.textContent.trim(),
-      })),
-      tiles: [...document.querySelectorAll('#tiles .tile')].map((t) => ({
-        participantId: t.dataset.participantId,
-        source: t.dataset.source,
-        trackId: t.dataset.trackId,
-        hasVideo: !!t.querySelector('video'),
-      })),
-    };
-  });
-}
-
-/** Waits until `page` lists a participant whose entry shows `name`; returns that id. */
-async function participantIdByName(stage, page, name, timeoutMs) {
-  return until(stage, `a participant named ${name}`, timeoutMs, async () => {
-    const s = await snapshot(page);
-    const p = s.participants.find((p) => p.text.includes(name));
-    return p ? { ok: true, value: p.id } : { ok: false, last: { participants: s.participants, state: s.state } };
-  });
-}
-
-/** Waits until a tile of `participantId`/`source` decodes `growth` more frames than when first
- * seen decoding, and has a matching DOM tile with a <video>. */
-async function framesGrowing(stage, page, participantId, source, growth, timeoutMs) {
-  const started = Date.now();
-  let base = null;
-  return until(stage, `${source} tile of ${participantId} decoding ${growth} more frames`, timeoutMs, async () => {
-    const s = await snapshot(page);
-    const tile = (s.stats?.tiles ?? []).find((t) => t.participantId === participantId && t.source === source);
-    const dom = s.tiles.find((t) => t.participantId === participantId && t.source === source && t.hasVideo);
-    const frames = tile?.framesDecoded ?? 0;
-    if (tile && dom && frames > 0 && base === null) base = { frames, at: Date.now() };
-    if (base !== null && frames >= base.frames + growth && dom) {
-      const secs = (Date.now() - base.at) / 1000;
-      return {
-        ok: true,
-        value: {
-          trackId: tile.trackId,
-          domTrackId: dom.trackId,
-          framesDecoded: frames,
-          growth: frames - base.frames,
-          fps: secs > 0 ? (frames - base.frames) / secs : 0,
-          width: tile.frameWidth ?? 0,
-          height: tile.frameHeight ?? 0,
-          waitedMs: Date.now() - started,
-        },
-      };
-    }
-    return { ok: false, last: { tiles: s.stats?.tiles, domTiles: s.tiles, state: s.state, error: s.error, statsError: s.statsError } };
+/** Waits until the page shows a tile of `participantId`'s `source` (with a <video>) that decodes
+ * `growth` more frames than when first seen decoding. */
+function framesGrowing(stage, page, participantId, source, growth, timeoutMs) {
+  return decodedGrowth(stage, page, `${source} tile of ${participantId}`, tileOf(participantId, source), growth, timeoutMs, {
+    shown: true,
   });
 }
 
@@ -157,13 +95,7 @@ async function main() {
       const q = new URLSearchParams({ room: opts.room, name: names[who], autojoin: '1' });
       await pages[who].goto(`${urls[who]}/?${q}`, { timeout: 20000 });
     }
-    for (const who of ['a', 'b']) {
-      await until(stage, `page ${who} in state joined`, 20000, async () => {
-        const s = await snapshot(pages[who]);
-        if (s.state === 'error') throw new StageError(stage, `page ${who} is in state error: ${s.error ?? s.status}`);
-        return s.state === 'joined' ? { ok: true } : { ok: false, last: { state: s.state, status: s.status, error: s.error } };
-      });
-    }
+    for (const who of ['a', 'b']) await joinedView(stage, pages[who], `page ${who}`, 20000);
 
     stage = 'participants';
     const ids = {};
@@ -185,7 +117,7 @@ async function main() {
     result.audio = {};
     for (const who of ['a', 'b']) {
       result.audio[who] = await until(stage, `page ${who} receiving audio`, 20000, async () => {
-        const s = await snapshot(pages[who]);
+        const s = await pageView(pages[who]);
         const a = s.stats?.audio ?? {};
         return (a.packetsReceived ?? 0) > 0 ? { ok: true, value: a } : { ok: false, last: a };
       });
@@ -203,7 +135,7 @@ async function main() {
       throw new StageError(stage, `A's camera is not published with simulcast: ${JSON.stringify(camera)}`);
     }
     const tileSize = async () => {
-      const s = await snapshot(pages.b);
+      const s = await pageView(pages.b);
       const tile = (s.stats?.tiles ?? []).find((t) => t.trackId === bSeesA.trackId);
       return { width: tile?.frameWidth ?? 0, height: tile?.frameHeight ?? 0, frames: tile?.framesDecoded ?? 0 };
     };
@@ -258,7 +190,7 @@ async function main() {
 
     stage = 'still-joined';
     for (const who of ['a', 'b']) {
-      const s = await snapshot(pages[who]);
+      const s = await pageView(pages[who]);
       if (s.state !== 'joined') throw new StageError(stage, `page ${who} left state joined: ${s.state} (${s.error ?? s.status})`);
     }
     result.ok = true;
@@ -270,7 +202,7 @@ async function main() {
     result.diagnostics = {};
     for (const [who, page] of Object.entries(pages)) {
       try {
-        result.diagnostics[who] = await snapshot(page);
+        result.diagnostics[who] = await pageView(page);
       } catch (err) {
         result.diagnostics[who] = { snapshotError: String(err) };
       }

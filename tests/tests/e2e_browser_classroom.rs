@@ -3,8 +3,10 @@
 //! (first in the room, so host; turns on "only hosts publish") and a student page joined with
 //! `?role=audience` through watching, a refused publish, a raised hand, a promotion ("Let speak")
 //! with the student's camera decoded at the teacher, "Mute all", a demotion that stops the
-//! student's publishing, and a removal that the student's page shows and does not undo by
-//! reconnecting; this test asserts on its JSON.
+//! student's publishing, a locked room (the student sees the Locked badge, a late student's join
+//! is refused with `room_locked` until the teacher unlocks and it tries again), a removal that the
+//! student's page shows and does not undo by reconnecting, and "End meeting for all", after which
+//! the late student's and the teacher's pages are ended for good; this test asserts on its JSON.
 //!
 //! Needs /usr/bin/chromium (or $KASKADE_CHROMIUM), node + npm, iproute2 and root; the test FAILS
 //! when they are missing unless KASKADE_SKIP_BROWSER=1. `npm ci --prefix tests/browser` is run
@@ -20,7 +22,7 @@ use std::time::Duration;
 const MIN_FRAME_GROWTH: f64 = 30.0;
 
 #[test]
-fn a_teacher_lets_an_audience_member_speak_and_moves_it_back() {
+fn a_teacher_lets_an_audience_member_speak_locks_the_room_and_ends_the_meeting() {
     if skip_requested() {
         eprintln!("browser test skipped: KASKADE_SKIP_BROWSER=1");
         return;
@@ -193,4 +195,89 @@ fn assert_classroom_scenario(result: &Value) {
     assert_eq!(removed["after_3s"]["state"], "removed", "{removed}");
     assert_eq!(removed["after_3s"]["reconnects"], 0, "{removed}");
     assert_eq!(result["teacher_role_at_end"], "host", "{result}");
+
+    assert_lock_and_end(result);
+}
+
+/// The locked room, the late student refused and then let in, and the meeting ended for all.
+fn assert_lock_and_end(result: &Value) {
+    // Locked: the badge for those in the room; "only hosts publish" was sent along and kept.
+    let locked = &result["locked"];
+    assert_settings_seen(locked, true);
+    assert!(
+        locked["student"]["badge"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Locked"),
+        "the student's Locked badge: {locked}"
+    );
+    assert_eq!(
+        locked["teacher"]["lockRoomLabel"], "Unlock room",
+        "{locked}"
+    );
+
+    // The late student: refused, on the join form with the reason and a way to try again, no
+    // retry by itself, no camera left on.
+    let refused = &result["late_locked"];
+    assert_eq!(refused["state"], "locked", "{refused}");
+    assert_eq!(refused["joinForm"], true, "{refused}");
+    assert!(
+        refused["joinNote"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("This room is locked; ask a host to unlock it"),
+        "{refused}"
+    );
+    assert_eq!(refused["joinButton"], "Try again", "{refused}");
+    assert_eq!(refused["after_2s"]["state"], "locked", "{refused}");
+    assert_eq!(refused["after_2s"]["reconnects"], 0, "{refused}");
+    assert_eq!(
+        refused["after_2s"]["liveLocalTracks"],
+        serde_json::json!([]),
+        "{refused}"
+    );
+
+    // Unlocked: the badge went, and "Try again" got the late student in.
+    let unlocked = &result["unlocked"];
+    assert_settings_seen(unlocked, false);
+    assert!(unlocked["student"]["badge"].is_null(), "{unlocked}");
+    let late = &result["late_joined"];
+    assert_eq!(late["state"], "joined", "{late}");
+    assert_eq!(late["role"], "audience", "{late}");
+    assert!(result["ids"]["late"].is_string(), "{}", result["ids"]);
+
+    // Ended: confirmed in a dialog, every page still in the room ended for good.
+    let ended = &result["ended"];
+    assert_eq!(ended["dialog"]["type"], "confirm", "{ended}");
+    for who in ["late", "teacher"] {
+        assert_eq!(ended[who]["state"], "ended", "{who}: {ended}");
+        assert!(
+            ended[who]["status"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("The host ended the meeting"),
+            "{who}: {ended}"
+        );
+        let after = &ended["after_3s"][who];
+        assert_eq!(after["state"], "ended", "{who}: {ended}");
+        assert_eq!(after["reconnects"], 0, "{who}: {ended}");
+        assert!(after["moving"].is_null(), "{who}: {ended}");
+        assert_eq!(
+            after["liveLocalTracks"],
+            serde_json::json!([]),
+            "{who}: {ended}"
+        );
+    }
+    // The student removed before stays removed.
+    assert_eq!(ended["after_3s"]["student"]["state"], "removed", "{ended}");
+}
+
+/// Both pages in the room saw `locked`, with "only hosts publish" still on (each toggle sends
+/// the whole settings, so one must not reset the other).
+fn assert_settings_seen(stage: &Value, locked: bool) {
+    for who in ["teacher", "student"] {
+        let settings = &stage[who]["settings"];
+        assert_eq!(settings["locked"], locked, "{who}: {stage}");
+        assert_eq!(settings["only_hosts_publish"], true, "{who}: {stage}");
+    }
 }
