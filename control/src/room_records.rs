@@ -22,6 +22,13 @@ pub struct RoomRecord {
     /// User ids (accounts, or `guest-…` invites) that may not join again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub banned: Vec<String>,
+    /// Nobody new who may not host gets in (the host's setting, kept here so every node
+    /// enforces it from the first join on).
+    #[serde(default)]
+    pub locked: bool,
+    /// Newcomers who may not host wait in the lobby.
+    #[serde(default)]
+    pub lobby: bool,
 }
 
 impl RoomRecord {
@@ -32,6 +39,8 @@ impl RoomRecord {
             created_at_ms,
             password_hash: None,
             banned: Vec::new(),
+            locked: false,
+            lobby: false,
         }
     }
 }

@@ -38,6 +38,19 @@ pub struct JoinGrant {
     /// The display name access control vouches for (an account's), used instead of the one the
     /// client asked for.
     pub name: Option<String>,
+    /// The room's lobby applies to this joiner (kept by access control, so it holds from the
+    /// first join on a node on).
+    pub lobby: bool,
+    /// The lock and lobby settings access control keeps for the room, which a room opening on
+    /// this node starts with.
+    pub kept: Option<KeptSettings>,
+}
+
+/// The room settings access control keeps in the room's record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeptSettings {
+    pub locked: bool,
+    pub lobby: bool,
 }
 
 /// What a join presents to access control.
@@ -54,6 +67,8 @@ pub struct JoinCredentials<'a> {
 pub enum ProtectionChange {
     /// Set (`Some`) or clear the room's password.
     Password(Option<String>),
+    /// The room's lock and lobby settings, as a host just set them.
+    Flags { locked: bool, lobby: bool },
 }
 
 /// Why access control refused a join.

@@ -386,6 +386,27 @@ impl ParticipantState {
             ClientMessage::EndMeeting {} => {
                 self.moderate(None, ModerationAction::EndMeeting);
             }
+            ClientMessage::SetRoomSettings { settings } if self.role.may_moderate() => {
+                // Kept by access control too, so every node enforces lock and lobby from its
+                // first join on (without access control there is nowhere to keep them).
+                let room = self.joined.as_ref().map(|j| j.room.clone());
+                if let Some(room) = room {
+                    let change = ProtectionChange::Flags {
+                        locked: settings.locked,
+                        lobby: settings.lobby,
+                    };
+                    if let Err(denied) = self.gate.protect(&room, change).await
+                        && denied.code != ErrorCode::BadRequest
+                    {
+                        self.fail(denied.code, denied.message);
+                        return false;
+                    }
+                }
+                self.room_cast(RoomMsg::SetSettings {
+                    by: self.participant.clone(),
+                    settings,
+                });
+            }
             ClientMessage::SetRoomSettings { settings } => {
                 self.room_cast(RoomMsg::SetSettings {
                     by: self.participant.clone(),
@@ -536,6 +557,8 @@ impl ParticipantState {
         let ceiling;
         // Who it is, for the audit log (not known again after a resume).
         let mut user = None;
+        let mut lobby = false;
+        let mut kept = None;
         if let Some(resume_token) = &resume {
             // A resume token is issued only after a join was authorised: it carries the
             // ceiling, so a client whose access token expired meanwhile can come back.
@@ -569,6 +592,8 @@ impl ParticipantState {
                     }
                     ceiling = grant.ceiling;
                     user = grant.user;
+                    lobby = grant.lobby;
+                    kept = grant.kept;
                 }
                 Err(denied) => {
                     warn!(room = %room, participant = %self.participant, reason = %denied.message, "join unauthorised");
@@ -599,6 +624,8 @@ impl ParticipantState {
             info: ParticipantInfo::new(self.participant.clone(), name),
             access: JoinAccess {
                 user,
+                lobby,
+                kept,
                 requested: requested_role,
                 ceiling,
             },

@@ -21,6 +21,10 @@ pub struct JoinContext {
 pub struct JoinAccess {
     /// The authenticated user (for the audit log); `None` without access control.
     pub user: Option<String>,
+    /// Access control says this joiner waits in the room's lobby.
+    pub lobby: bool,
+    /// The settings access control keeps for the room (a room opening here starts with them).
+    pub kept: Option<crate::admission::KeptSettings>,
     pub requested: Option<Role>,
     /// From access control: `Host` for a token with the moderate grant, `Speaker` with publish,
     /// `Audience` otherwise. `None` without access control (`--insecure-dev`): the room's own
@@ -32,6 +36,8 @@ impl JoinAccess {
     pub fn open(requested: Option<Role>) -> Self {
         Self {
             user: None,
+            lobby: false,
+            kept: None,
             requested,
             ceiling: None,
         }
@@ -225,6 +231,8 @@ mod tests {
     fn access_control_caps_the_role_at_join() {
         let with = |requested, ceiling| JoinAccess {
             user: None,
+            lobby: false,
+            kept: None,
             requested,
             ceiling: Some(ceiling),
         };

@@ -1051,6 +1051,14 @@ impl Actor for RoomActor {
                 // another node: its old tracks go, its membership and role stay.
                 let previous = state.members.get(&info.id).map(|m| m.info.clone());
                 let resumed = previous.is_some();
+                // A room opening here starts with the settings access control keeps for it.
+                if let Some(kept) = role_request.kept
+                    && state.members.is_empty()
+                    && state.lobby.is_empty()
+                {
+                    state.settings.locked = kept.locked;
+                    state.settings.lobby = kept.lobby;
+                }
                 if state.settings.locked && !resumed && role_request.ceiling != Some(Role::Host) {
                     info!(room = %state.name, participant = %info.id, "join refused: room locked");
                     let _ = reply.send(Err(JoinRefused {
@@ -1061,9 +1069,9 @@ impl Actor for RoomActor {
                     return Ok(());
                 }
                 // Without access control the room's first participant hosts: nobody to wait for.
-                let opens_the_room = role_request.ceiling.is_none()
-                    && state.members.values().all(|m| m.hidden);
-                let waits = state.settings.lobby
+                let opens_the_room =
+                    role_request.ceiling.is_none() && state.members.values().all(|m| m.hidden);
+                let waits = (state.settings.lobby || role_request.lobby)
                     && !resumed
                     && !hidden
                     && role_request.ceiling != Some(Role::Host)

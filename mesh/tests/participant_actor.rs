@@ -70,6 +70,7 @@ impl JoinGate for TestGate {
             user: Some(user.into()),
             ceiling: Some(ceiling),
             name: (user == "watcher").then(|| "Watcher".into()),
+            ..JoinGrant::default()
         })
     }
 

@@ -917,3 +917,82 @@ fn operators_manage_tenants_and_tenant_admins_their_own_accounts_over_http() {
         204
     );
 }
+
+#[test]
+fn lock_and_lobby_are_kept_with_the_room_and_hold_from_the_first_join() {
+    let accounts = Accounts::create(node_bin!()).expect("accounts");
+    let node = secure_node(&accounts);
+    let host = login(&node.url, HOST).unwrap();
+    let pupil = login(&node.url, PARTICIPANT).unwrap();
+    let settings = |locked: bool, lobby: bool| json!({"type": "set_room_settings", "settings": {"locked": locked, "lobby": lobby}});
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "kept", "T", Some(&host))["type"],
+        "joined"
+    );
+    teacher.send_json(&settings(true, false)).unwrap();
+    teacher
+        .recv_until("locked", STEP, |v| v["type"] == "room_settings_changed")
+        .unwrap();
+    drop(teacher);
+
+    // The room closed here; its record keeps the lock: a pupil opening it again is refused.
+    kaskade_tests::poll_until("the lock outlives the room actor", STEP, || {
+        let mut ws = WsConn::connect(&node.ws_url()).map_err(|e| e.to_string())?;
+        let answer = join(&mut ws, "kept", "P", Some(&pupil));
+        if answer["code"] == "room_locked" {
+            Ok(())
+        } else {
+            Err(answer.to_string())
+        }
+    })
+    .unwrap();
+    // The host gets in, sees the kept setting, switches to the lobby instead.
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    let joined = join(&mut teacher, "kept", "T", Some(&host));
+    assert_eq!(joined["settings"]["locked"], true, "{joined}");
+    teacher.send_json(&settings(false, true)).unwrap();
+    teacher
+        .recv_until("lobby on", STEP, |v| {
+            v["type"] == "room_settings_changed" && v["settings"]["lobby"] == true
+        })
+        .unwrap();
+    drop(teacher);
+
+    // A pupil first in the reopened room waits; the host arriving later sees it and admits it.
+    let mut waiting = kaskade_tests::poll_until("the pupil waits in the lobby", STEP, || {
+        let mut ws = WsConn::connect(&node.ws_url()).map_err(|e| e.to_string())?;
+        ws.send_json(&json!({"type": "join", "room": "kept", "name": "P", "token": pupil}))
+            .map_err(|e| e.to_string())?;
+        let answer = ws
+            .recv_until("waiting", STEP, |v| {
+                v["type"] == "lobby_waiting" || v["type"] == "joined" || v["type"] == "error"
+            })
+            .map_err(|e| e.to_string())?;
+        if answer["type"] == "lobby_waiting" {
+            Ok(ws)
+        } else {
+            Err(answer.to_string())
+        }
+    })
+    .unwrap();
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "kept", "T", Some(&host))["type"],
+        "joined"
+    );
+    let lobby = teacher
+        .recv_until("the waiting pupil", STEP, |v| v["type"] == "lobby_changed")
+        .unwrap();
+    let pupil_id = lobby["waiting"][0]["participant"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    teacher
+        .send_json(&json!({"type": "admit_participant", "participant": pupil_id}))
+        .unwrap();
+    let joined = waiting
+        .recv_until("admitted", STEP, |v| v["type"] == "joined")
+        .unwrap();
+    assert_eq!(joined["role"], "speaker", "{joined}");
+}

@@ -16,7 +16,7 @@ use kaskade_control::accounts::{
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::audit::AuditAction;
 use kaskade_control::room_records::{RoomRecord, get_room, open_room, rooms_of, update_room};
-use kaskade_mesh::admission::{JoinCredentials, JoinDenied, JoinGrant};
+use kaskade_mesh::admission::{JoinCredentials, JoinDenied, JoinGrant, KeptSettings};
 use kaskade_proto::RoomName;
 use kaskade_proto::signal::{ErrorCode, Role};
 use std::sync::Arc;
@@ -60,6 +60,8 @@ pub enum Refusal {
     Banned,
     /// 403: the room has a password and it was missing or wrong.
     PasswordRequired(String),
+    /// 403: a host locked the room.
+    Locked,
 }
 
 impl From<TokenError> for Refusal {
@@ -117,12 +119,21 @@ impl AccessControl {
             .tokens
             .verify(token, unix_now())
             .map_err(|e| deny(ErrorCode::Unauthorized, e.to_string()))?;
+        let mut lobby = false;
+        let mut kept = None;
         let room_access = match enforcer.room_access(&claims, room, true).await {
             Ok(record) => match enforcer
                 .may_enter(&claims, &record, credentials.password)
                 .await
             {
-                Ok(()) => enforcer.room_has_space(&record, present).await,
+                Ok(()) => {
+                    lobby = record.lobby && ceiling_of(&claims.grants) != Role::Host;
+                    kept = Some(KeptSettings {
+                        locked: record.locked,
+                        lobby: record.lobby,
+                    });
+                    enforcer.room_has_space(&record, present).await
+                }
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -136,6 +147,12 @@ impl AccessControl {
                 ));
             }
             Err(Refusal::PasswordRequired(m)) => return Err(deny(ErrorCode::PasswordRequired, m)),
+            Err(Refusal::Locked) => {
+                return Err(deny(
+                    ErrorCode::RoomLocked,
+                    "the room is locked; a host has to unlock it".into(),
+                ));
+            }
             Err(Refusal::LimitReached(m)) => return Err(deny(ErrorCode::LimitReached, m)),
             Err(Refusal::UnknownRoom) => {
                 return Err(deny(
@@ -153,6 +170,8 @@ impl AccessControl {
             ceiling: Some(ceiling_of(&claims.grants)),
             // Accounts join under their own name; guests choose theirs.
             name: (claims.role != AccessRole::Guest).then(|| claims.name.clone()),
+            lobby,
+            kept,
         })
     }
 }
@@ -271,6 +290,9 @@ impl Enforcer {
         if record.banned.contains(&claims.sub) {
             return Err(Refusal::Banned);
         }
+        if record.locked && ceiling_of(&claims.grants) != Role::Host {
+            return Err(Refusal::Locked);
+        }
         let Some(hash) = &record.password_hash else {
             return Ok(());
         };
@@ -310,6 +332,29 @@ impl Enforcer {
         .await
         .map_err(|e| {
             warn!(room = %room, error = %e, "setting the room password failed");
+            Refusal::Unavailable("the control plane cannot be reached; retry shortly".into())
+        })?;
+        if updated {
+            Ok(())
+        } else {
+            Err(Refusal::UnknownRoom)
+        }
+    }
+
+    /// Keeps a host's lock and lobby settings in the room's record.
+    pub async fn set_flags(
+        &self,
+        room: &RoomName,
+        locked: bool,
+        lobby: bool,
+    ) -> Result<(), Refusal> {
+        let updated = update_room(self.control.as_ref(), room, |r| {
+            r.locked = locked;
+            r.lobby = lobby;
+        })
+        .await
+        .map_err(|e| {
+            warn!(room = %room, error = %e, "keeping the room's settings failed");
             Refusal::Unavailable("the control plane cannot be reached; retry shortly".into())
         })?;
         if updated {

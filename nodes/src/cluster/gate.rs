@@ -170,20 +170,22 @@ impl JoinGate for ClusterGate {
                 message: "room passwords need a node with access control".into(),
             });
         };
-        let ProtectionChange::Password(password) = change;
-        enforcer
-            .set_password(room, password)
-            .await
-            .map_err(|r| JoinDenied {
-                code: match r {
-                    Refusal::UnknownRoom => ErrorCode::UnknownRoom,
-                    _ => ErrorCode::Unavailable,
-                },
-                message: match r {
-                    Refusal::UnknownRoom => format!("room {room} has no record to protect"),
-                    _ => "the room's protection cannot be changed right now; retry shortly".into(),
-                },
-            })
+        let result = match change {
+            ProtectionChange::Password(password) => enforcer.set_password(room, password).await,
+            ProtectionChange::Flags { locked, lobby } => {
+                enforcer.set_flags(room, locked, lobby).await
+            }
+        };
+        result.map_err(|r| JoinDenied {
+            code: match r {
+                Refusal::UnknownRoom => ErrorCode::UnknownRoom,
+                _ => ErrorCode::Unavailable,
+            },
+            message: match r {
+                Refusal::UnknownRoom => format!("room {room} has no record to protect"),
+                _ => "the room's protection cannot be changed right now; retry shortly".into(),
+            },
+        })
     }
 
     async fn admit(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Admission {

@@ -41,6 +41,10 @@ pub fn refusal(r: Refusal) -> Response {
             "a host removed you from this room for good".into(),
         ),
         Refusal::PasswordRequired(m) => (StatusCode::FORBIDDEN, m),
+        Refusal::Locked => (
+            StatusCode::FORBIDDEN,
+            "the room is locked; a host has to unlock it".into(),
+        ),
     };
     let mut response = (status, format!("{message}\n")).into_response();
     if status == StatusCode::UNAUTHORIZED {
@@ -116,6 +120,11 @@ pub async fn media(
         .may_enter(&claims, &record, password)
         .await
         .map_err(refusal)?;
+    if record.lobby && ceiling_of(&claims.grants) != Role::Host {
+        return Err(refusal(Refusal::Forbidden(
+            "the room has a lobby: join from the page and wait for a host".into(),
+        )));
+    }
     let present = match &state.cluster {
         Some(cluster) => cluster.participants_in(room).await,
         None => state.rooms.counts(room).members,

@@ -128,6 +128,8 @@ async fn join_room(
     let id = info.id.clone();
     let role = JoinAccess {
         user: None,
+        lobby: false,
+        kept: None,
         requested: None,
         ceiling,
     };
@@ -367,6 +369,8 @@ async fn subscribe(
                 true,
                 JoinAccess {
                     user: None,
+                    lobby: false,
+                    kept: None,
                     requested: None,
                     ceiling,
                 },
