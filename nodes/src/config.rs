@@ -251,9 +251,20 @@ pub struct NodeArgs {
         value_delimiter = ','
     )]
     pub site_distances: Vec<SiteDistance>,
-    /// URL browsers use to reach this node's HTTP endpoint (default http://<--http>/).
+    /// URL browsers use to reach this node's HTTP endpoint (default http://<--http>/, or
+    /// https://<--http>/ with TLS).
     #[arg(long, env = "KASKADE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// PEM certificate chain (leaf first) for HTTPS/WSS on --http; needs --tls-key.
+    #[arg(long, env = "KASKADE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, env = "KASKADE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS/WSS with a self-signed certificate made at start (for the --public-url host,
+    /// the --http address and localhost), for development. Not with --tls-cert/--tls-key.
+    #[arg(long, env = "KASKADE_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
     /// Bearer token for the admin endpoints; without it they answer loopback callers only.
     #[arg(long, env = "KASKADE_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
@@ -323,6 +334,10 @@ struct FileConfig {
     #[serde(default)]
     site_distances: Vec<SiteDistance>,
     public_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    tls_self_signed: bool,
     admin_token: Option<String>,
     drain_deadline_secs: Option<u64>,
     #[serde(default)]
@@ -355,6 +370,8 @@ pub struct NodeConfig {
     pub lease_ttl: Duration,
     pub site_distances: Vec<SiteDistance>,
     pub public_url: Option<String>,
+    /// HTTPS/WSS on `http`; `None`: plain HTTP (behind a TLS reverse proxy).
+    pub tls: Option<crate::tls::HttpTls>,
     pub admin_token: Option<String>,
     pub drain_deadline: Duration,
     /// No access control (`--insecure-dev`, loopback only).
@@ -389,6 +406,36 @@ pub enum ConfigError {
          --insecure-dev"
     )]
     NoDurableStore,
+    #[error("{given} needs {missing}")]
+    TlsIncomplete {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error("--tls-self-signed and --tls-cert/--tls-key exclude each other: give one of them")]
+    TlsConflict,
+}
+
+/// The HTTP endpoint's TLS from the resolved `--tls-cert`, `--tls-key` and `--tls-self-signed`.
+fn http_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: bool,
+) -> Result<Option<crate::tls::HttpTls>, ConfigError> {
+    use crate::tls::HttpTls;
+    match (cert, key, self_signed) {
+        (None, None, false) => Ok(None),
+        (None, None, true) => Ok(Some(HttpTls::SelfSigned)),
+        (_, _, true) => Err(ConfigError::TlsConflict),
+        (Some(cert), Some(key), false) => Ok(Some(HttpTls::Files { cert, key })),
+        (Some(_), None, false) => Err(ConfigError::TlsIncomplete {
+            given: "--tls-cert",
+            missing: "--tls-key",
+        }),
+        (None, Some(_), false) => Err(ConfigError::TlsIncomplete {
+            given: "--tls-key",
+            missing: "--tls-cert",
+        }),
+    }
 }
 
 impl NodeConfig {
@@ -476,6 +523,11 @@ impl NodeArgs {
                 self.site_distances
             },
             public_url: self.public_url.or(file.public_url),
+            tls: http_tls(
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+                self.tls_self_signed || file.tls_self_signed,
+            )?,
             admin_token: self.admin_token.or(file.admin_token),
             drain_deadline: Duration::from_secs(
                 self.drain_deadline_secs

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod http;
 pub mod metrics;
 pub mod relay;
+pub mod tls;
 
 use anyhow::Context;
 use clap::Parser;
@@ -248,13 +249,21 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding HTTP {}", config.http))?;
     let http_addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            tls::acceptor(tls, config.public_url.as_deref(), http_addr.ip())
+                .context("setting up TLS for --http")?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let record = NodeRecord {
         id: config.node_id.clone(),
         site: config.site.clone(),
         http_url: config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{http_addr}/")),
+            .unwrap_or_else(|| format!("{scheme}://{http_addr}/")),
         media_addr: media_addr.to_string(),
         relay_addr: relay_addr.map(|r| r.to_string()).unwrap_or_default(),
         load: NodeLoad::default(),
@@ -314,24 +323,40 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 drained: drained_tx.clone(),
             },
         );
-    info!(node = %config.node_id, site = %config.site, http = %http_addr, media = %media_addr, relay = ?relay_addr, control = control.kind(), "node started");
+    info!(node = %config.node_id, site = %config.site, http = %http_addr, tls = tls.is_some(), media = %media_addr, relay = ?relay_addr, control = control.kind(), "node started");
     if let Some(relay) = relay_addr {
         println!("Kaskade node {} relay on {}", config.node_id, relay);
     }
     println!(
-        "Kaskade node {} ready: open http://{}/ (media udp {})",
+        "Kaskade node {} ready: open {scheme}://{}/ (media udp {})",
         config.node_id, http_addr, media_addr
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        http::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let app =
+        http::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let stopped = async move {
         let mut stop_rx = stop_rx;
         let _ = stop_rx.wait_for(|stop| *stop).await;
-    });
-    let mut server = std::pin::pin!(server.into_future());
+    };
+    // The same server and graceful shutdown either way; with TLS the listener hands over
+    // connections once their handshake is done (`tap_io` gives them `ConnectInfo`).
+    let mut server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match tls
+    {
+        Some(acceptor) => {
+            use axum::serve::ListenerExt;
+            let listener = tls::TlsListener::new(listener, acceptor)?.tap_io(|_| {});
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+    };
     let mut signals = ShutdownSignals::new();
     tokio::select! {
         result = &mut server => result.context("HTTP server")?,

@@ -1,9 +1,19 @@
-//! Owns: a minimal blocking HTTP/1.1 client for the end-to-end tests (plain `http://` on
-//! loopback only, one request per connection). Hand-written rather than a crate so that tests can
-//! send deliberately oversized bodies and still read a server's early `413` reply.
+//! Owns: a minimal blocking HTTP/1.1 client for the end-to-end tests (`http://` on loopback, and
+//! `https://` with a [`TlsClient`]; one request per connection), and [`Stream`], the plain or
+//! TLS connection it and the WebSocket client (`ws.rs`) run on. Hand-written rather than a crate
+//! so that tests can send deliberately oversized bodies and still read a server's early `413`
+//! reply.
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Per-request connect/read/write timeout.
@@ -46,11 +56,13 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-/// Splits `http://host:port/path?q` into (socket address, host header, path-and-query).
+/// Splits `http://host:port/path?q` (or `https://…`) into (socket address, host header,
+/// path-and-query).
 pub fn split_url(url: &str) -> anyhow::Result<(SocketAddr, String, String)> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("only http:// URLs are supported: {url}"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| anyhow::anyhow!("only http:// and https:// URLs are supported: {url}"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -71,11 +83,40 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> anyhow::Result<Response> {
+    request_on(None, method, url, headers, body)
+}
+
+/// [`request`] to an `https://` URL, with `tls` deciding which server certificates to accept.
+pub fn request_tls(
+    tls: &TlsClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Response> {
+    request_on(Some(tls), method, url, headers, body)
+}
+
+/// `GET` an `https://` URL.
+pub fn get_tls(tls: &TlsClient, url: &str) -> anyhow::Result<Response> {
+    request_tls(tls, "GET", url, &[], &[])
+}
+
+/// [`request`] over TLS when `tls` is given (the URL must then be `https://`), plain otherwise.
+pub fn request_on(
+    tls: Option<&TlsClient>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Response> {
+    anyhow::ensure!(
+        tls.is_some() == url.starts_with("https://"),
+        "{url}: https:// URLs need a TlsClient, http:// URLs none"
+    );
     let (addr, host, path) = split_url(url)?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)
-        .map_err(|e| anyhow::anyhow!("{method} {url}: connect: {e}"))?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+    let mut stream = Stream::connect(addr, &host, tls, TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
@@ -123,6 +164,173 @@ pub fn request(
 
 fn is_reset(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+}
+
+/// Which server certificates an HTTPS or WSS client accepts (rustls with the ring provider).
+pub type TlsClient = Arc<ClientConfig>;
+
+fn ring() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client that trusts the CA certificate(s) in `ca_pem` only.
+pub fn tls_trusting(ca_pem: &[u8]) -> anyhow::Result<TlsClient> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "no CA certificate in the PEM");
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// A client that accepts any server certificate (tests of self-signed servers only). Handshake
+/// signatures are still checked.
+pub fn tls_without_verification() -> TlsClient {
+    let provider = ring();
+    Arc::new(
+        ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth(),
+    )
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client connection to a test server: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    /// Connects to `addr` (with `timeout` for connect, reads and writes); with `tls`, also
+    /// completes the TLS handshake for the host of `authority` (`host[:port]`), so that a refused
+    /// certificate fails here.
+    pub fn connect(
+        addr: SocketAddr,
+        authority: &str,
+        tls: Option<&TlsClient>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut tcp = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let Some(tls) = tls else {
+            return Ok(Self::Plain(tcp));
+        };
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        let name = ServerName::try_from(host.to_owned())
+            .map_err(|e| anyhow::anyhow!("bad TLS server name {host:?}: {e}"))?;
+        let mut conn = ClientConnection::new(tls.clone(), name)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)
+                .map_err(|e| anyhow::anyhow!("TLS handshake: {e}"))?;
+        }
+        Ok(Self::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+    }
+
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => s.get_ref(),
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.tcp().set_read_timeout(timeout)
+    }
+
+    /// The ALPN protocol the server chose (TLS only).
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(s) => s.conn.alpn_protocol().map(<[u8]>::to_vec),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
 }
 
 pub fn get(url: &str) -> anyhow::Result<Response> {

@@ -14,11 +14,12 @@ use std::time::Duration;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the ready banner says:
-/// `Kaskade node <node-id> ready: open http://<http addr>/ (media udp <ip:port>)`.
+/// `Kaskade node <node-id> ready: open http://<http addr>/ (media udp <ip:port>)` (`https://`
+/// when the node serves TLS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {
     pub node_id: String,
-    /// `http://host:port`, without a trailing slash.
+    /// `http://host:port` or `https://host:port`, without a trailing slash.
     pub url: String,
     pub http_addr: SocketAddr,
     pub media_addr: SocketAddr,
@@ -31,7 +32,11 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     let rest = rest.strip_prefix("ready: open ")?;
     let (url, rest) = rest.split_once(' ')?;
     let url = url.trim_end_matches('/').to_owned();
-    let http_addr = url.strip_prefix("http://")?.parse().ok()?;
+    let http_addr = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?
+        .parse()
+        .ok()?;
     let media = rest.strip_prefix("(media udp ")?.strip_suffix(')')?;
     Some(Ready {
         node_id: node_id.to_owned(),
@@ -52,6 +57,8 @@ pub struct NodeProcess {
     pub scrape_token: Option<String>,
     /// Bearer access token for `get` (the API of a node with access control).
     pub api_token: Option<String>,
+    /// How `get` reaches a node that serves HTTPS (set it for such a node).
+    pub tls: Option<http::TlsClient>,
 }
 
 impl NodeProcess {
@@ -123,12 +130,19 @@ impl NodeProcess {
             proc,
             scrape_token: None,
             api_token: None,
+            tls: None,
         })
     }
 
-    /// `ws://host:port/ws`.
+    /// `ws://host:port/ws` (`wss://` for a node that serves HTTPS).
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.ready.http_addr)
+        let scheme = if self.serves_tls() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws", self.ready.http_addr)
+    }
+
+    /// Whether the ready line said `https://`.
+    pub fn serves_tls(&self) -> bool {
+        self.url.starts_with("https://")
     }
 
     /// `{url}{path}`; `path` starts with '/'.
@@ -137,7 +151,13 @@ impl NodeProcess {
     }
 
     pub fn get(&self, path: &str) -> anyhow::Result<Response> {
-        http::get_with_bearer(&self.at(path), self.api_token.as_deref())
+        let bearer = self.api_token.as_ref().map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .as_deref()
+            .map(|b| ("Authorization", b))
+            .into_iter()
+            .collect();
+        http::request_on(self.tls.as_ref(), "GET", &self.at(path), &headers, &[])
     }
 
     /// `GET path` expecting 200 and a JSON body.
@@ -190,6 +210,12 @@ mod tests {
         assert_eq!(r.http_addr, "127.0.0.1:41234".parse().unwrap());
         assert_eq!(r.media_addr, "127.0.0.1:50000".parse().unwrap());
         assert_eq!(parse_ready("listening on 127.0.0.1:41234"), None);
+        let tls = parse_ready(
+            "Kaskade node n2 ready: open https://127.0.0.1:8443/ (media udp 127.0.0.1:7000)",
+        )
+        .unwrap();
+        assert_eq!(tls.url, "https://127.0.0.1:8443");
+        assert_eq!(tls.http_addr, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(
             parse_ready("Kaskade node x ready: open http://127.0.0.1:1/ (media udp nonsense)"),
             None

@@ -1,10 +1,11 @@
 //! Owns: [`WsConn`], a blocking WebSocket client (tungstenite) for tests that speak the signalling
 //! protocol of `proto/src/signal.rs` by hand — including deliberately bad frames — with
-//! deadline-bounded receives.
+//! deadline-bounded receives; over `ws://`, or `wss://` with a [`TlsClient`].
 
+use crate::http::{Stream, TlsClient};
 use serde_json::Value;
 use std::io::ErrorKind;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::WebSocket;
 use tungstenite::{Error, Message};
@@ -21,23 +22,33 @@ pub enum WsEvent {
 }
 
 pub struct WsConn {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Stream>,
 }
 
 impl WsConn {
     /// Connects to `ws://host:port/path`.
     pub fn connect(url: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| anyhow::anyhow!("only ws:// URLs: {url}"))?;
+        Self::connect_on(None, url)
+    }
+
+    /// Connects to `wss://host:port/path`, accepting the server certificates `tls` accepts.
+    pub fn connect_tls(url: &str, tls: &TlsClient) -> anyhow::Result<Self> {
+        Self::connect_on(Some(tls), url)
+    }
+
+    fn connect_on(tls: Option<&TlsClient>, url: &str) -> anyhow::Result<Self> {
+        let rest = match tls {
+            None => url.strip_prefix("ws://"),
+            Some(_) => url.strip_prefix("wss://"),
+        }
+        .ok_or_else(|| anyhow::anyhow!("ws:// URLs without TLS, wss:// with: {url}"))?;
         let authority = rest.split('/').next().unwrap_or(rest);
         let addr = authority
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| anyhow::anyhow!("no address for {authority}"))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let stream = Stream::connect(addr, authority, tls, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
         let (ws, _resp) = tungstenite::client(url, stream)
             .map_err(|e| anyhow::anyhow!("WebSocket handshake with {url} failed: {e}"))?;
         Ok(Self { ws })
@@ -53,13 +64,30 @@ impl WsConn {
         timeout: Duration,
     ) -> anyhow::Result<(Self, Value)> {
         let mut ws = Self::connect(ws_url)?;
+        let joined = ws.join_room(room, name, role, timeout)?;
+        Ok((ws, joined))
+    }
+
+    /// Joins `room` as `name` (asking for `role` if given) on this connection; returns the
+    /// `joined` message.
+    pub fn join_room(
+        &mut self,
+        room: &str,
+        name: &str,
+        role: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let mut msg = serde_json::json!({"type": "join", "room": room, "name": name});
         if let Some(role) = role {
             msg["role"] = serde_json::json!(role);
         }
-        ws.send_json(&msg)?;
-        let joined = ws.recv_until("joined", timeout, |v| v["type"] == "joined")?;
-        Ok((ws, joined))
+        self.send_json(&msg)?;
+        self.recv_until("joined", timeout, |v| v["type"] == "joined")
+    }
+
+    /// The connection underneath (e.g. to see the ALPN protocol a TLS server chose).
+    pub fn stream(&self) -> &Stream {
+        self.ws.get_ref()
     }
 
     pub fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
