@@ -121,6 +121,9 @@ pub struct DrainArgs {
     /// Bearer token of the admin endpoints (the node's --admin-token).
     #[arg(long, env = "KASKADE_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// PEM file with the CA certificate(s) to trust when the node's URL is https.
+    #[arg(long, env = "KASKADE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where a mesh keeps its keys in etcd unless told otherwise.

@@ -98,7 +98,13 @@ async fn drain_command(args: config::DrainArgs) -> anyhow::Result<()> {
             node.http_url
         }
     };
-    let status = http::admin::request_drain(&url, &args.node, args.admin_token.as_deref()).await?;
+    let status = http::admin::request_drain(
+        &url,
+        &args.node,
+        args.admin_token.as_deref(),
+        args.ca_cert.as_deref(),
+    )
+    .await?;
     println!("node {}: {status}", args.node);
     Ok(())
 }

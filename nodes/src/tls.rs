@@ -229,6 +229,29 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client configuration trusting the CA certificates in the PEM file at `ca` (for tools that
+/// talk to a node's HTTPS endpoint, e.g. `kaskade drain --ca-cert`).
+pub fn client_config_trusting(ca: &Path) -> Result<Arc<rustls::ClientConfig>, HttpTlsError> {
+    let pem_err = |source| HttpTlsError::Pem {
+        path: ca.to_path_buf(),
+        source,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(pem_err)? {
+        roots.add(cert.map_err(pem_err)?)?;
+    }
+    if roots.is_empty() {
+        return Err(HttpTlsError::NoCertificate {
+            path: ca.to_path_buf(),
+        });
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A TCP listener that hands `axum::serve` only connections whose TLS handshake is done.
 ///
 /// A background task accepts TCP connections and runs each handshake in a task of its own,

@@ -228,6 +228,51 @@ fn a_tls_node_stops_on_sigterm_with_a_websocket_open() {
 }
 
 #[test]
+fn kaskade_drain_reaches_a_node_over_https_with_the_ca_it_is_given() {
+    let pki = Pki::create("drain");
+    let mut args = pki.node_args();
+    args.extend(
+        [
+            "--admin-token",
+            "drain-secret",
+            "--drain-deadline-secs",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let mut node = start(&args);
+    let ca_path = pki.dir.join("ca.pem");
+    std::fs::write(&ca_path, &pki.ca_pem).unwrap();
+    let drain = |extra: &[&str]| {
+        std::process::Command::new(node_bin!())
+            .args(["drain", "--node", &node.ready.node_id, "--url", &node.url])
+            .args(["--admin-token", "drain-secret"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Without the CA the tool refuses (it never skips verification).
+    let refused = drain(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--ca-cert"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let ok = drain(&["--ca-cert", &path_str(&ca_path)]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let status = node
+        .proc
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("node did not stop: {e}\n{}", node.proc.diagnostics()));
+    assert!(status.success(), "the drained node exits cleanly: {status}");
+}
+
+#[test]
 fn self_signed_node_serves_https_to_a_client_that_skips_verification() {
     let node = start(&["--tls-self-signed".to_owned()]);
     assert!(node.url.starts_with("https://"), "ready line: {}", node.url);

@@ -122,25 +122,66 @@ pub async fn status(
     .into_response()
 }
 
+/// One request over HTTPS (HTTP/1.1), trusting the CA certificates in `ca_cert`.
+async fn https_request(
+    uri: &hyper::Uri,
+    mut request: hyper::Request<Empty<bytes::Bytes>>,
+    ca_cert: Option<&std::path::Path>,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let ca = ca_cert.context(
+        "the node's URL is https: give --ca-cert with the CA that signed its certificate",
+    )?;
+    let config = crate::tls::client_config_trusting(ca)?;
+    let host = uri
+        .host()
+        .context("no host in the node's URL")?
+        .trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(443);
+    // A bare HTTP/1.1 connection adds no Host header of its own.
+    if let Some(authority) = uri.authority() {
+        request
+            .headers_mut()
+            .insert(header::HOST, authority.as_str().parse()?);
+    }
+    let tcp = tokio::net::TcpStream::connect((host, port)).await?;
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    Ok(sender.send_request(request).await?)
+}
+
 /// Asks the node at `base_url` to drain (what `kaskade drain` does); returns its answer.
 pub async fn request_drain(
     base_url: &str,
     node: &str,
     token: Option<&str>,
+    ca_cert: Option<&std::path::Path>,
 ) -> anyhow::Result<String> {
     let url = format!("{}/admin/drain", base_url.trim_end_matches('/'));
     let uri: hyper::Uri = url.parse().with_context(|| format!("bad node URL {url}"))?;
-    if uri.scheme_str() != Some("http") {
-        anyhow::bail!("kaskade drain talks plain http to the node's admin endpoint; got {url}");
-    }
-    let mut request = hyper::Request::post(uri).header(header::CONTENT_LENGTH, "0");
+    let mut request = hyper::Request::post(uri.clone()).header(header::CONTENT_LENGTH, "0");
     if let Some(token) = token {
         request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
     let request = request.body(Empty::<bytes::Bytes>::new())?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<bytes::Bytes>>();
-    let response = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(request))
+    let send = async {
+        match uri.scheme_str() {
+            Some("http") => {
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<Empty<bytes::Bytes>>();
+                Ok(client.request(request).await?)
+            }
+            Some("https") => https_request(&uri, request, ca_cert).await,
+            _ => anyhow::bail!("the node's URL must be http or https; got {url}"),
+        }
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(5), send)
         .await
         .with_context(|| format!("node {node} did not answer at {url}"))?
         .with_context(|| format!("reaching node {node} at {url}"))?;
