@@ -36,6 +36,7 @@ pub enum AuditAction {
     Drain,
     Admitted,
     Denied,
+    RoomDeleted,
 }
 
 /// One audit record.

@@ -901,6 +901,30 @@ fn operators_manage_tenants_and_tenant_admins_their_own_accounts_over_http() {
         login_response(&node.url, mr_b, PASSWORD).unwrap().status,
         401
     );
+    // Rooms: deleting one forgets its protection (here: the password).
+    let mut teacher = WsConn::connect(&node.ws_url()).unwrap();
+    assert_eq!(
+        join(&mut teacher, "temporary", "T", Some(&host))["type"],
+        "joined"
+    );
+    teacher
+        .send_json(&json!({"type": "set_room_password", "password": "gone soon"}))
+        .unwrap();
+    teacher
+        .recv_until("set", STEP, |v| v["type"] == "room_password_set")
+        .unwrap();
+    let pupil = login(&node.url, PARTICIPANT).unwrap();
+    let delete_room =
+        |token: &str| send_json("DELETE", &node, "/api/rooms/temporary", Some(token), None).status;
+    assert_eq!(delete_room(&pupil), 403);
+    assert_eq!(delete_room(&stranger), 404);
+    assert_eq!(delete_room(&host), 204);
+    let mut later = WsConn::connect(&node.ws_url()).unwrap();
+    let answer = join(&mut later, "temporary", "P", Some(&pupil));
+    assert_eq!(
+        answer["code"], "unknown_room",
+        "the record is gone: {answer}"
+    );
     assert_eq!(
         send_json("DELETE", &node, "/api/tenants/museum", Some(&admin), None).status,
         403

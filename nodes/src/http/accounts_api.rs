@@ -220,6 +220,49 @@ pub async fn delete_tenant(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// `DELETE /api/rooms/{room}`: forgets a room's record — its tenant, password, bans, lock and
+/// lobby (deleting a room deletes its data). For the tenant's hosts and admins and operators;
+/// anyone still in the room stays until they leave, and the next join opens it afresh.
+pub async fn delete_room_record(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Response {
+    let (enforcer, claims) = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(room) = RoomName::parse(&room) else {
+        return text(StatusCode::BAD_REQUEST, "invalid room name");
+    };
+    if !claims.grants.moderate || claims.room.is_some() {
+        return forbidden("only hosts, tenant admins and operators delete rooms");
+    }
+    let record = match enforcer.room_access(&claims, &room, false).await {
+        Ok(record) => record,
+        Err(r) => return refusal(r),
+    };
+    match delete_room(enforcer.control.as_ref(), &room).await {
+        Ok(_) => {
+            state.audit(
+                Some(&record.tenant),
+                &claims.sub,
+                AuditAction::RoomDeleted,
+                Some(room.as_str()),
+                None,
+            );
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            warn!(room = %room, error = %e, "deleting a room failed");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the room cannot be deleted right now",
+            )
+        }
+    }
+}
+
 /// The tenant of the path, if the caller administers it.
 #[allow(clippy::result_large_err)]
 fn administered(claims: &AccessClaims, tenant: &str) -> Result<TenantId, Response> {

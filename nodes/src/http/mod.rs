@@ -55,7 +55,10 @@ pub fn router(state: AppState) -> Router {
             post(accounts_api::unlock_user),
         )
         .route("/api/rooms", get(api::rooms))
-        .route("/api/rooms/{room}", get(api::room))
+        .route(
+            "/api/rooms/{room}",
+            get(api::room).delete(accounts_api::delete_room_record),
+        )
         .route("/api/rooms/{room}/invites", post(invites::create))
         .route("/admin/drain", post(admin::drain))
         .route("/admin/status", get(admin::status))
