@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use kaskade_control::accounts::{AccountDirectory, AccountRole, TenantId, TenantLimits, UserId};
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::audit::{AuditAction, AuditLog, AuditRecord};
+use kaskade_control::room_records::{delete_room, rooms_of};
 use kaskade_control::etcd::{EtcdControlPlane, EtcdOptions};
 use std::io::BufRead;
 use std::sync::Arc;
@@ -80,7 +81,7 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
     let (control, _lock) = store(&args).await?;
     let control = Arc::new(control);
     let directory = AccountDirectory::new(control.clone());
-    let audit = AuditLog::new(control);
+    let audit = AuditLog::new(control.clone());
     let now_ms = crate::auth::tokens::unix_now() * 1000;
     match args.action {
         AccountsAction::CreateTenant {
@@ -157,8 +158,13 @@ pub async fn run(args: AccountsArgs) -> anyhow::Result<()> {
         }
         AccountsAction::DeleteTenant { id } => {
             if directory.delete_tenant(&tenant_id(&id)?).await? {
-                // Deleting a tenant deletes its data: its audit records too (the deletion
-                // itself is recorded at installation level).
+                // Deleting a tenant deletes its data: its rooms and audit records too (the
+                // deletion itself is recorded at installation level).
+                for (name, _) in rooms_of(control.as_ref(), &id).await? {
+                    if let Ok(room) = kaskade_proto::RoomName::parse(&name) {
+                        delete_room(control.as_ref(), &room).await?;
+                    }
+                }
                 audit.delete_tenant(&id).await?;
                 audit
                     .append(&cli_record(None, AuditAction::TenantDeleted, &id))
