@@ -6,6 +6,9 @@
 // `?token=` (an invite link) or from a login (`POST /api/login`) kept in sessionStorage.
 // With a room passphrase (join form, `#e2ee=` / `?e2ee=`) media is end-to-end encrypted with
 // encoded transforms: the node forwards frames it cannot read (see "End-to-end encryption").
+// Room protection: a room password asked for at join (`password_required`, kept in memory only),
+// the lobby (`lobby_waiting` until a host admits or denies), bans; hosts get the controls for
+// them in the host panel (lobby switch and waiting list, password, "Remove and ban").
 'use strict';
 
 (function () {
@@ -37,6 +40,12 @@
   // Shown for `room_locked` (join refused, near the join form) and `meeting_ended` (the call is over).
   const ROOM_LOCKED_TEXT = 'This room is locked; ask a host to unlock it.';
   const MEETING_ENDED_TEXT = 'The host ended the meeting.';
+  // Room protection: the lobby (a host lets newcomers in), a host's ban, the room password.
+  const LOBBY_DENIED_TEXT = 'A host did not let you in.';
+  const BANNED_TEXT = 'A host removed you from this room; you cannot join it again.';
+  const MAX_ROOM_PASSWORD_BYTES = 256; // the node refuses longer room passwords
+  const PASSWORD_REPLY_MS = 10000; // how long an error counts as the answer to set_room_password
+  const PASSWORD_ERROR_CODES = ['bad_request', 'forbidden', 'unavailable', 'unknown_room', 'rate_limited', 'internal'];
   // Access control (nodes/src/auth): login answers, token storage, what the node calls roles.
   const AUTH_STORAGE_KEY = 'kaskade.auth'; // sessionStorage: this tab's login, see storeAuth()
   const ACCOUNT_ROLES = ['operator', 'tenant_admin', 'host', 'participant', 'guest'];
@@ -96,8 +105,27 @@
 
   /** RoomSettings from the wire. */
   function roomSettings(v) {
-    return { only_hosts_publish: isObj(v) && v.only_hosts_publish === true, locked: isObj(v) && v.locked === true };
+    return {
+      only_hosts_publish: isObj(v) && v.only_hosts_publish === true,
+      locked: isObj(v) && v.locked === true,
+      lobby: isObj(v) && v.lobby === true,
+    };
   }
+
+  /** A `lobby_changed` list from the wire: [{participant, name}], malformed entries left out. */
+  function lobbyList(v) {
+    if (!Array.isArray(v)) return [];
+    const out = [];
+    for (const w of v) {
+      if (isObj(w) && okKey(w.participant) && !out.some((o) => o.participant === w.participant)) {
+        out.push({ participant: w.participant, name: isStr(w.name) ? w.name : '' });
+      }
+    }
+    return out;
+  }
+
+  /** UTF-8 length of a string (the node's limits are in bytes). */
+  const utf8Length = (t) => new TextEncoder().encode(t).length;
 
   /** A non-negative count from the wire, else 0. */
   function count(v) {
@@ -179,7 +207,9 @@
       published: {}, // mid -> own track id, from the latest publish_answer
       publishedSources: {}, // mid -> source, as sent in the latest publish_offer
       role: null, // our role as the node granted it: 'host' | 'speaker' | 'audience'
-      settings: { only_hosts_publish: false, locked: false }, // the room's settings
+      settings: { only_hosts_publish: false, locked: false, lobby: false }, // the room's settings
+      lobby: [], // hosts: who waits in the lobby, [{participant, name}] (from `lobby_changed`)
+      roomProtected: null, // hosts: whether the room has a password (from `room_password_set`), null: unknown
       audience: 0, // audience members in the room (from `joined` / `audience_count`)
       dominantSpeaker: null, // participant id of who speaks now, if anyone
       receiveQuality: null, // latest `receive_quality`: {estimate_bps, layers: {track id: index}}
@@ -202,6 +232,11 @@
   let authTimer = null; // drops the token when it expires
   let typedName = null; // the name typed in the form while an account's name replaces it
   let authGone = ''; // why the page has no token any more (it expired), for the login form
+  // Room passwords typed in this page, by room: kept in memory only (never in the URL, storage or
+  // the console) so that "Join again" and a rejoin during a move need not ask again.
+  const roomPasswords = new Map();
+  let passwordRoom = null; // the room whose password the password form asks for
+  let passwordPending = null; // hosts: {timer} while a set_room_password awaits its answer
   /** What kaskade.auth shows: one object, kept current (see syncAuthView()). */
   const authView = {
     loggedIn: false,
@@ -245,6 +280,9 @@
       awaitingFrame: false,
       repairedAt: null, // performance.now() of the latest rejoin to repair the session
       tokenSent: null, // the access token of the latest `join` sent (to tell which one a refusal is about)
+      password: null, // the room password sent with every `join` of this call (see roomPasswords)
+      passwordSent: false, // the latest `join` carried it (a refusal then means it is wrong)
+      lobby: false, // the node keeps us in its lobby until a host lets us in
       // End-to-end encryption: {mode, key} (the key is derived before the first node is asked),
       // or null when the call is not end-to-end encrypted. Kept across moves.
       e2ee: null,
@@ -296,6 +334,11 @@
     ui.joinView.hidden = inCall;
     ui.callView.hidden = !inCall;
     ui.roomLabel.hidden = !inCall;
+    // Waiting in the lobby: the waiting screen instead of the join form; a room password asked
+    // for: its form above the join form.
+    ui.joinForm.hidden = s === 'lobby';
+    ui.lobbyWait.hidden = s !== 'lobby';
+    ui.roomPasswordForm.hidden = s !== 'password';
     ui.join.disabled = s === 'joining';
     ui.join.textContent =
       s === 'joining'
@@ -316,6 +359,7 @@
     if (!inCall) {
       ui.roleLabel.hidden = true;
       ui.lockedLabel.hidden = true;
+      ui.lobbyLabel.hidden = true;
       ui.audienceCount.hidden = true;
       ui.receiveEstimate.hidden = true;
       hideNotice();
@@ -818,6 +862,7 @@
 
     const audience = ui.roleAudience.checked;
     const c = (call = newCall(room, name, ui.optMic.checked, ui.optCam.checked, audience ? 'audience' : null));
+    c.password = roomPasswords.get(room) || null;
     setState('joining');
     // The audience does not publish: no camera light until a host lets us speak.
     if (!audience) ensureMedia(c);
@@ -853,6 +898,9 @@
     if (c.resumeToken) m.resume = c.resumeToken;
     if (c.site) m.site = c.site;
     if (c.requestedRole) m.role = c.requestedRole;
+    // The room's password, when one was typed for it (never logged: this message is not).
+    c.passwordSent = !!c.password;
+    if (c.password) m.password = c.password;
     return m;
   }
 
@@ -953,6 +1001,9 @@
       case 'redirect':
         followRedirect(c, s, m);
         return;
+      case 'lobby_waiting':
+        waitInLobby(c, s);
+        return;
       case 'error':
         onJoinRefused(c, s, m);
         return;
@@ -1002,6 +1053,21 @@
       lockedOut(c, s);
       return;
     }
+    if (code === 'password_required') {
+      // Not fatal: the password form comes up and its submit joins again with the password.
+      passwordToJoin(c, s, message);
+      return;
+    }
+    if (code === 'lobby_denied') {
+      // Over for good: a host decided; no retry.
+      endCall(LOBBY_DENIED_TEXT, 'denied', { banner: false });
+      return;
+    }
+    if (code === 'banned') {
+      // Non-fatal on the wire, but final: every later join of this account is refused too.
+      endCall(BANNED_TEXT, 'banned', { banner: false });
+      return;
+    }
     // `unknown_room`: only hosts open rooms; the node says so ("… a host has to open it first").
     const why = code === 'unknown_room' ? sentence(message) : `Could not join: ${message} [${code}]`;
     attemptFailed(c, s, {
@@ -1030,6 +1096,86 @@
     }
     endCall(ROOM_LOCKED_TEXT, 'locked', { banner: false });
     setStatus('Room locked');
+  }
+
+  /**
+   * `lobby_waiting`: the room has a lobby and a host has to let us in. No timeout while waiting
+   * (the node answers `joined` when a host admits us, the fatal `lobby_denied` when one does
+   * not); the waiting screen offers to leave. During a move a session that still runs is kept.
+   */
+  function waitInLobby(c, s) {
+    const link = c.link;
+    if (!link || link.attempt !== s || s.closed || c.ended) return;
+    clearTimeout(s.joinTimer);
+    s.joinTimer = null;
+    c.lobby = true;
+    console.info(`kaskade: waiting in the lobby of ${c.room}`);
+    if (link.kind === 'move') {
+      setStatus('Waiting for a host to let you back in\u2026');
+      return;
+    }
+    ui.lobbyRoom.textContent = c.room;
+    setState('lobby');
+    setStatus('Waiting in the lobby');
+  }
+
+  /**
+   * `password_required`: the room has a password and this join had none or a wrong one. Ends the
+   * attempt (camera off, no banner) and shows the password form with the node's reason; its
+   * submit joins again with the password (submitRoomPassword()).
+   */
+  function passwordToJoin(c, s, message) {
+    if (c.passwordSent) roomPasswords.delete(c.room); // it was wrong (or changed): do not send it again
+    const link = c.link;
+    if (!link || link.attempt !== s || s.closed || c.ended) return;
+    if (link.kind === 'move' && live(sess) && sess !== s && sess.joined) {
+      console.warn('kaskade: the room asks for a password again; staying on the current node');
+      closeTransport(s);
+      c.link = null;
+      delete document.body.dataset.moving;
+      updateStatus();
+      updateControls();
+      return;
+    }
+    closeTransport(s);
+    cancelLink(c);
+    c.ended = true;
+    if (sess) teardown(sess);
+    stopMedia(c);
+    delete document.body.dataset.moving;
+    passwordRoom = c.room;
+    hideError();
+    setState('password');
+    setStatus('This room has a password');
+    ui.joinNote.textContent = '';
+    ui.roomPasswordRoom.textContent = c.room;
+    ui.roomPasswordReason.textContent = sentence(message);
+    ui.roomPasswordReason.dataset.wrong = /wrong/i.test(message) ? 'true' : 'false';
+    ui.roomPassword.value = '';
+    ui.roomPassword.focus();
+  }
+
+  /** The password form's submit: keeps the password for the room (in memory) and joins again. */
+  function submitRoomPassword() {
+    const password = ui.roomPassword.value;
+    if (!password) {
+      ui.roomPasswordReason.textContent = 'Enter the room password.';
+      ui.roomPassword.focus();
+      return false;
+    }
+    if (utf8Length(password) > MAX_ROOM_PASSWORD_BYTES) {
+      ui.roomPasswordReason.textContent = `Room passwords are at most ${MAX_ROOM_PASSWORD_BYTES} bytes long.`;
+      ui.roomPassword.focus();
+      return false;
+    }
+    ui.roomPassword.value = ''; // the field keeps it no longer than the join
+    const room = passwordRoom || ui.room.value.trim();
+    if (room) {
+      roomPasswords.set(room, password);
+      ui.room.value = room;
+    }
+    join();
+    return true;
   }
 
   /** A join attempt failed: retry, try the next node, or give up, depending on the search. */
@@ -1297,6 +1443,14 @@
     ui.audioSinks.replaceChildren();
     ui.participants.replaceChildren();
     ui.handQueue.replaceChildren();
+    ui.lobbyList.replaceChildren();
+    ui.lobbyCount.textContent = '';
+    ui.roomPasswordInput.value = '';
+    ui.roomPasswordClear.disabled = false;
+    if (passwordPending) clearTimeout(passwordPending.timer);
+    passwordPending = null;
+    showPasswordStatus('', false);
+    delete ui.roomPasswordStatus.dataset.protected;
     ui.chatLog.replaceChildren();
     ui.participantCount.textContent = '';
     ui.emptyHint.hidden = false;
@@ -1377,10 +1531,15 @@
         return onPublishLayers(s, m);
       case 'reconnect':
         return onReconnect(s, m);
+      case 'lobby_changed':
+        return onLobbyChanged(s, m);
+      case 'room_password_set':
+        return onRoomPasswordSet(s, m);
       case 'error':
         return onError(s, m);
       case 'joined':
       case 'redirect':
+      case 'lobby_waiting':
         // Answers to `join`, handled by onJoinReply(); not expected once joined.
         console.debug(`kaskade: ignoring ${m.type} after joined`);
         return undefined;
@@ -1427,6 +1586,8 @@
       console.warn(`kaskade: rejoined as a new participant ${m.participant} (was ${c.participantId})`);
     }
     if (c.participantId !== m.participant) c.handRaisedAt = null; // a new participant: hand down
+    if (c.lobby) console.info('kaskade: a host let us in');
+    c.lobby = false;
     c.participantId = m.participant;
     // What a later move needs: who we are (token) and where else to go.
     c.resumeToken = isStr(m.resume_token) ? m.resume_token : '';
@@ -1563,6 +1724,10 @@
       endCall(MEETING_ENDED_TEXT, 'ended');
       return;
     }
+    if (passwordPending && !fatal && PASSWORD_ERROR_CODES.includes(code)) {
+      // Most likely the answer to our set_room_password (e.g. a node without access control).
+      passwordAnswered(`Could not change the room password: ${sentence(message)}`, true);
+    }
     if (code === 'forbidden') {
       if (s.pub.pending && /^publish offer refused/.test(message)) {
         // The node does not let us publish (we are in the audience): drop the publish side.
@@ -1675,6 +1840,10 @@
       );
     } else if (was.locked !== now.locked) {
       showNotice(now.locked ? 'The room is locked: nobody new can join.' : 'The room is unlocked: others can join again.');
+    } else if (was.lobby !== now.lobby) {
+      showNotice(
+        now.lobby ? 'The lobby is on: newcomers wait until a host lets them in.' : 'The lobby is off: newcomers come straight in.',
+      );
     }
     renderRoom();
     reconcile(s);
@@ -1752,6 +1921,7 @@
     ui.roleLabel.textContent = role ? ROLE_LABELS[role] : '';
     ui.roleLabel.dataset.role = role || '';
     ui.lockedLabel.hidden = !joined || !state.settings.locked;
+    ui.lobbyLabel.hidden = !joined || !state.settings.lobby;
     const n = state.audience;
     ui.audienceCount.hidden = !joined || (!classroom && n === 0);
     ui.audienceCount.textContent = `\u{1F465} ${n} in the audience`;
@@ -1770,6 +1940,10 @@
     ui.lockRoom.textContent = locked ? 'Unlock room' : 'Lock room';
     ui.lockRoom.setAttribute('aria-pressed', locked ? 'true' : 'false');
     ui.lockRoom.title = locked ? 'Let new participants join again' : 'Let nobody new join (who is in stays)';
+    ui.lobbyToggle.checked = state.settings.lobby;
+    // Only hosts hear about the lobby; a former host's list is stale.
+    if (!host) state.lobby = [];
+    renderLobby();
     ui.classroomHint.hidden = !(joined && role === 'audience');
     ui.classroomHint.textContent =
       call && call.handRaisedAt !== null
@@ -1830,6 +2004,10 @@
     if (p.role !== 'host') out.push(actionButton('Make host', 'host', p.id));
     if (p.role !== 'audience') out.push(actionButton('Mute', 'mute', p.id));
     out.push(actionButton('Remove', 'remove', p.id, 'danger'));
+    const ban = actionButton('Remove and ban', 'ban', p.id, 'danger');
+    ban.dataset.ban = p.id;
+    ban.title = 'Remove and keep out of this room for good (their account or invite)';
+    out.push(ban);
     return out;
   }
 
@@ -1849,6 +2027,13 @@
     if (ROLES.includes(action)) msg = { type: 'set_role', participant: id, role: action };
     else if (action === 'mute') msg = { type: 'mute_participant', participant: id, kind: 'audio' };
     else if (action === 'remove') msg = { type: 'remove_participant', participant: id };
+    else if (action === 'admit') msg = { type: 'admit_participant', participant: id };
+    else if (action === 'deny') msg = { type: 'deny_participant', participant: id };
+    else if (action === 'ban') {
+      const who = participantName(id);
+      if (!window.confirm(`Remove ${who} and ban them from this room? They cannot join it again.`)) return;
+      msg = { type: 'remove_participant', participant: id, ban: true };
+    }
     if (msg && send(s, msg)) {
       // The node's update re-renders the entry; if it refused (see the banner), allow a retry.
       b.disabled = true;
@@ -1882,6 +2067,7 @@
     const settings = {
       only_hosts_publish: state.settings.only_hosts_publish,
       locked: state.settings.locked,
+      lobby: state.settings.lobby,
       ...change,
     };
     return send(s, { type: 'set_room_settings', settings });
@@ -1895,6 +2081,105 @@
 
   function toggleRoomLock() {
     sendSettings({ locked: !state.settings.locked });
+  }
+
+  /** The lobby switch: newcomers who may not host wait until a host lets them in. */
+  function setLobby() {
+    if (!sendSettings({ lobby: ui.lobbyToggle.checked })) ui.lobbyToggle.checked = state.settings.lobby;
+  }
+
+  /** `lobby_changed` (hosts): the whole waiting list, on every node. */
+  function onLobbyChanged(s, m) {
+    const before = new Set(state.lobby.map((w) => w.participant));
+    state.lobby = lobbyList(m.waiting);
+    const fresh = state.lobby.filter((w) => !before.has(w.participant));
+    if (fresh.length && state.role === 'host') {
+      const names = fresh.map((w) => w.name || 'Guest').join(', ');
+      showNotice(`${names} ${fresh.length === 1 ? 'is' : 'are'} waiting in the lobby.`);
+    }
+    renderLobby();
+  }
+
+  /** Hosts: who waits in the lobby, with Admit and Deny. Unchanged entries are kept as they are. */
+  function renderLobby() {
+    const previous = new Map();
+    for (const li of ui.lobbyList.children) previous.set(li.dataset.lobbyId, li);
+    const items = state.lobby.map((w) => {
+      const sig = w.name;
+      const old = previous.get(w.participant);
+      if (old && old.dataset.sig === sig) return old;
+      const li = document.createElement('li');
+      li.dataset.lobbyId = w.participant;
+      li.dataset.sig = sig;
+      const avatar = document.createElement('span');
+      avatar.className = 'avatar small';
+      avatar.textContent = initial(w.name);
+      const name = document.createElement('span');
+      name.className = 'participant-name';
+      name.textContent = w.name || 'Guest';
+      const admit = actionButton('Admit', 'admit', w.participant, 'primary');
+      admit.dataset.admit = w.participant;
+      const deny = actionButton('Deny', 'deny', w.participant);
+      deny.dataset.deny = w.participant;
+      li.append(avatar, name, admit, deny);
+      return li;
+    });
+    replaceList(ui.lobbyList, items);
+    const n = state.lobby.length;
+    ui.lobbyCount.textContent = n ? String(n) : '';
+    ui.lobbyCount.dataset.count = String(n);
+    ui.lobbyEmpty.hidden = n > 0;
+    ui.lobbyEmpty.textContent = state.settings.lobby ? 'Nobody is waiting.' : 'The lobby is off: newcomers come straight in.';
+  }
+
+  /** Hosts: sets (a string) or clears (null) the room password; the node answers `room_password_set`. */
+  function sendRoomPassword(password) {
+    const s = sess;
+    if (!live(s) || !s.joined) return;
+    if (password !== null) {
+      if (!password) {
+        showPasswordStatus('Enter a password first.', true);
+        ui.roomPasswordInput.focus();
+        return;
+      }
+      if (utf8Length(password) > MAX_ROOM_PASSWORD_BYTES) {
+        showPasswordStatus(`Room passwords are at most ${MAX_ROOM_PASSWORD_BYTES} bytes long.`, true);
+        return;
+      }
+    }
+    if (!send(s, { type: 'set_room_password', password })) return;
+    ui.roomPasswordInput.value = ''; // the page keeps no copy
+    if (passwordPending) clearTimeout(passwordPending.timer);
+    passwordPending = {
+      timer: setTimeout(() => {
+        passwordPending = null;
+      }, PASSWORD_REPLY_MS),
+    };
+    showPasswordStatus(password === null ? 'Clearing the password\u2026' : 'Setting the password\u2026', false);
+  }
+
+  function showPasswordStatus(text, error) {
+    ui.roomPasswordStatus.textContent = text;
+    ui.roomPasswordStatus.dataset.error = error ? 'true' : 'false';
+  }
+
+  /** The answer to set_room_password (or the error the node sent instead). */
+  function passwordAnswered(text, error) {
+    if (passwordPending) clearTimeout(passwordPending.timer);
+    passwordPending = null;
+    showPasswordStatus(text, error);
+  }
+
+  /** `room_password_set` (to the host who asked): whether the room has a password now. */
+  function onRoomPasswordSet(s, m) {
+    if (typeof m.protected !== 'boolean') return;
+    state.roomProtected = m.protected;
+    passwordAnswered(
+      m.protected ? 'Password set: participants who may not host need it to join.' : 'Password cleared: no password needed.',
+      false,
+    );
+    ui.roomPasswordStatus.dataset.protected = m.protected ? 'true' : 'false';
+    ui.roomPasswordClear.disabled = !m.protected;
   }
 
   /** Hosts: ends the meeting for everyone (after a confirmation); the node answers `meeting_ended`. */
@@ -3383,9 +3668,17 @@
     get role() {
       return state.role;
     },
-    /** The room's latest settings: {only_hosts_publish, locked}. */
+    /** The room's latest settings: {only_hosts_publish, locked, lobby}. */
     get settings() {
       return Object.assign({}, state.settings);
+    },
+    /** Hosts: who waits in the lobby now, [{participant, name}] (the latest `lobby_changed`). */
+    get lobby() {
+      return state.lobby.map((w) => Object.assign({}, w));
+    },
+    /** Hosts: whether the room has a password, from the latest `room_password_set`; null: unknown. */
+    get roomProtected() {
+      return state.roomProtected;
     },
     get audience() {
       return state.audience;
@@ -3515,6 +3808,23 @@
     ui.handQueue = $('#hand-queue');
     ui.handCount = $('#hand-count');
     ui.handEmpty = $('#hand-empty');
+    ui.lobbyLabel = $('#lobby-label');
+    ui.lobbyToggle = $('#lobby-toggle');
+    ui.lobbyList = $('#lobby-list');
+    ui.lobbyCount = $('#lobby-count');
+    ui.lobbyEmpty = $('#lobby-empty');
+    ui.roomPasswordHost = $('#room-password-host');
+    ui.roomPasswordInput = $('#room-password-input');
+    ui.roomPasswordClear = $('#room-password-clear');
+    ui.roomPasswordStatus = $('#room-password-status');
+    ui.lobbyWait = $('#lobby-wait');
+    ui.lobbyRoom = $('#lobby-room');
+    ui.lobbyLeave = $('#lobby-leave');
+    ui.roomPasswordForm = $('#room-password-form');
+    ui.roomPasswordRoom = $('#room-password-room');
+    ui.roomPasswordReason = $('#room-password-reason');
+    ui.roomPassword = $('#room-password');
+    ui.roomPasswordSubmit = $('#room-password-submit');
     ui.loginForm = $('#login-form');
     ui.loginReason = $('#login-reason');
     ui.loginReasonDefault = ui.loginReason.textContent;
@@ -3561,6 +3871,18 @@
     ui.endMeeting.addEventListener('click', endMeeting);
     ui.participants.addEventListener('click', onModerationClick);
     ui.handQueue.addEventListener('click', onModerationClick);
+    ui.lobbyList.addEventListener('click', onModerationClick);
+    ui.lobbyToggle.addEventListener('change', setLobby);
+    ui.roomPasswordHost.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      sendRoomPassword(ui.roomPasswordInput.value);
+    });
+    ui.roomPasswordClear.addEventListener('click', () => sendRoomPassword(null));
+    ui.lobbyLeave.addEventListener('click', leave);
+    ui.roomPasswordForm.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      submitRoomPassword();
+    });
     ui.enableAudio.addEventListener('click', enableAudio);
     ui.optE2ee.addEventListener('change', () => {
       syncE2eeForm();
