@@ -11,6 +11,7 @@ pub mod directory;
 pub mod engine_api;
 pub mod federation;
 pub mod forwarder;
+pub mod fuzzing;
 pub mod participant;
 pub mod roles;
 pub mod room;

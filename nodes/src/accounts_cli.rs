@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use kaskade_control::accounts::{AccountDirectory, AccountRole, TenantId, TenantLimits, UserId};
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::audit::{AuditAction, AuditLog, AuditRecord};
-use kaskade_control::room_records::{delete_room, rooms_of};
 use kaskade_control::etcd::{EtcdControlPlane, EtcdOptions};
+use kaskade_control::room_records::{delete_room, rooms_of};
 use std::io::BufRead;
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod data_dir;
 pub mod edge;
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod relay;

@@ -3,6 +3,7 @@
 //! frames and media datagrams); `ids` the identifiers shared by all of them.
 //! This crate does no I/O: it types, encodes, decodes and bounds messages, nothing more.
 
+pub mod fuzzing;
 pub mod ids;
 pub mod relay;
 pub mod signal;
