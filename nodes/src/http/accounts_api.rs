@@ -263,6 +263,18 @@ pub async fn delete_room_record(
     }
 }
 
+/// The enforcer, the caller and the tenant of the path, if the caller administers it.
+#[allow(clippy::result_large_err)]
+fn tenant_admin<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+) -> Result<(&'a Enforcer, AccessClaims, TenantId), Response> {
+    let (enforcer, claims) = caller(state, headers)?;
+    let id = administered(&claims, tenant)?;
+    Ok((enforcer, claims, id))
+}
+
 /// The tenant of the path, if the caller administers it.
 #[allow(clippy::result_large_err)]
 fn administered(claims: &AccessClaims, tenant: &str) -> Result<TenantId, Response> {
@@ -280,12 +292,8 @@ pub async fn list_users(
     headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Response {
-    let (enforcer, claims) = match caller(&state, &headers) {
+    let (enforcer, _, id) = match tenant_admin(&state, &headers, &tenant) {
         Ok(c) => c,
-        Err(r) => return r,
-    };
-    let id = match administered(&claims, &tenant) {
-        Ok(id) => id,
         Err(r) => return r,
     };
     let now = crate::audit::now_ms();
@@ -314,12 +322,8 @@ pub async fn create_user(
     Path(tenant): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let (enforcer, claims) = match caller(&state, &headers) {
+    let (enforcer, claims, id) = match tenant_admin(&state, &headers, &tenant) {
         Ok(c) => c,
-        Err(r) => return r,
-    };
-    let id = match administered(&claims, &tenant) {
-        Ok(id) => id,
         Err(r) => return r,
     };
     let request: NewUser = match body(&bytes) {
@@ -376,12 +380,8 @@ pub async fn delete_user(
     headers: HeaderMap,
     Path((tenant, user)): Path<(String, String)>,
 ) -> Response {
-    let (enforcer, claims) = match caller(&state, &headers) {
+    let (enforcer, claims, id) = match tenant_admin(&state, &headers, &tenant) {
         Ok(c) => c,
-        Err(r) => return r,
-    };
-    let id = match administered(&claims, &tenant) {
-        Ok(id) => id,
         Err(r) => return r,
     };
     let Ok(user) = UserId::new(user.as_str()) else {
@@ -408,12 +408,8 @@ pub async fn unlock_user(
     headers: HeaderMap,
     Path((tenant, user)): Path<(String, String)>,
 ) -> Response {
-    let (enforcer, claims) = match caller(&state, &headers) {
+    let (enforcer, _, id) = match tenant_admin(&state, &headers, &tenant) {
         Ok(c) => c,
-        Err(r) => return r,
-    };
-    let id = match administered(&claims, &tenant) {
-        Ok(id) => id,
         Err(r) => return r,
     };
     let Ok(user) = UserId::new(user.as_str()) else {
