@@ -79,6 +79,18 @@ pub fn skip_requested() -> bool {
     std::env::var("KASKADE_SKIP_BROWSER").is_ok_and(|v| v == "1")
 }
 
+/// The Chromium and Node.js a browser test runs with (Playwright installed), or `None` with a
+/// line saying so when KASKADE_SKIP_BROWSER=1; a panic saying what is missing otherwise.
+pub fn browser_kit() -> Option<(PathBuf, PathBuf)> {
+    if skip_requested() {
+        eprintln!("browser test skipped: KASKADE_SKIP_BROWSER=1");
+        return None;
+    }
+    let kit = preflight();
+    ensure_playwright(&crate::tests_dir().join("browser"));
+    Some(kit)
+}
+
 /// Everything a browser test needs from the machine, or a panic saying what is missing.
 pub fn preflight() -> (PathBuf, PathBuf) {
     let hint = "install it (see tests/README.md: apt-get install -y chromium iproute2; \

@@ -10,10 +10,8 @@
 //! node + npm; FAILS without them unless KASKADE_SKIP_BROWSER=1.
 
 use kaskade_tests::access::{Accounts, HOST, PARTICIPANT, login};
-use kaskade_tests::browser::{ensure_playwright, preflight, skip_requested, start_scenario};
-use kaskade_tests::{
-    NetNs, NodeProcess, Spawned, heavy_test_lock, node_bin, poll_until, tests_dir,
-};
+use kaskade_tests::browser::{browser_kit, start_scenario};
+use kaskade_tests::{NetNs, NodeProcess, Spawned, heavy_test_lock, node_bin, poll_until};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -114,12 +112,9 @@ fn page_script(
 
 #[test]
 fn a_viewer_behind_300_kbits_gets_the_low_layer_and_moves_up_when_the_limit_lifts() {
-    if skip_requested() {
-        eprintln!("browser test skipped: KASKADE_SKIP_BROWSER=1");
+    let Some((chromium, node_js)) = browser_kit() else {
         return;
-    }
-    let (chromium, node_js) = preflight();
-    ensure_playwright(&tests_dir().join("browser"));
+    };
     let _heavy = heavy_test_lock();
 
     let ns_a = NetNs::create().expect("namespace A");

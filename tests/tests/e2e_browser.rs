@@ -6,21 +6,15 @@
 //! when they are missing unless KASKADE_SKIP_BROWSER=1. `npm ci --prefix tests/browser` is run
 //! here when tests/browser/node_modules is missing (.ci/run should do it up front).
 
-use kaskade_tests::browser::{
-    assert_two_pages_scenario, ensure_playwright, preflight, run_scenario, skip_requested,
-};
-use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, node_bin, tests_dir};
+use kaskade_tests::browser::{assert_two_pages_scenario, browser_kit, run_scenario};
+use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, node_bin};
 use std::time::Duration;
 
 #[test]
 fn two_browsers_see_each_other_chat_and_share_a_screen() {
-    if skip_requested() {
-        eprintln!("browser test skipped: KASKADE_SKIP_BROWSER=1");
+    let Some((chromium, node_js)) = browser_kit() else {
         return;
-    }
-    let (chromium, node_js) = preflight();
-    let browser_dir = tests_dir().join("browser");
-    ensure_playwright(&browser_dir);
+    };
     let _heavy = heavy_test_lock();
 
     // Drop order (reverse of declaration): script, node, then the namespace.

@@ -14,9 +14,7 @@
 //! Needs what tests/tests/e2e_browser.rs needs (Chromium, node + npm, iproute2, root); FAILS
 //! when they are missing unless KASKADE_SKIP_BROWSER=1.
 
-use kaskade_tests::browser::{
-    assert_two_pages_scenario, ensure_playwright, preflight, skip_requested,
-};
+use kaskade_tests::browser::{assert_two_pages_scenario, browser_kit};
 use kaskade_tests::mesh::{MeshNodeSpec, TempDir, make_certs, relay_metric, start_node};
 use kaskade_tests::{
     NetNs, Spawned, artifacts_dir, heavy_test_lock, node_bin, poll_until, tests_dir,
@@ -26,13 +24,10 @@ use std::time::Duration;
 
 #[test]
 fn two_browsers_on_different_nodes_see_each_other_chat_and_share_a_screen() {
-    if skip_requested() {
-        eprintln!("browser cascade test skipped: KASKADE_SKIP_BROWSER=1");
+    let Some((chromium, node_js)) = browser_kit() else {
         return;
-    }
-    let (chromium, node_js) = preflight();
+    };
     let browser_dir = tests_dir().join("browser");
-    ensure_playwright(&browser_dir);
     let _heavy = heavy_test_lock();
 
     // Drop order (reverse of declaration): script, nodes, certificates, then the namespace.

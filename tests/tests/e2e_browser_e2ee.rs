@@ -8,9 +8,9 @@
 //! when they are missing unless KASKADE_SKIP_BROWSER=1. `npm ci --prefix tests/browser` is run
 //! here when tests/browser/node_modules is missing (.ci/run should do it up front).
 
-use kaskade_tests::browser::{ensure_playwright, preflight, run_scenario, skip_requested};
+use kaskade_tests::browser::{browser_kit, run_scenario};
 use kaskade_tests::clients::num;
-use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, node_bin, tests_dir};
+use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, node_bin};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -21,13 +21,9 @@ const MIN_FPS: f64 = 5.0;
 
 #[test]
 fn e2ee_pages_decode_each_other_and_a_wrong_passphrase_decrypts_nothing() {
-    if skip_requested() {
-        eprintln!("browser test skipped: KASKADE_SKIP_BROWSER=1");
+    let Some((chromium, node_js)) = browser_kit() else {
         return;
-    }
-    let (chromium, node_js) = preflight();
-    let browser_dir = tests_dir().join("browser");
-    ensure_playwright(&browser_dir);
+    };
     let _heavy = heavy_test_lock();
 
     // Drop order (reverse of declaration): script, node, then the namespace.

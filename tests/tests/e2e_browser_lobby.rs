@@ -10,12 +10,10 @@
 //! when they are missing unless KASKADE_SKIP_BROWSER=1.
 
 use kaskade_tests::access::{Accounts, HOST, PARTICIPANT, login};
-use kaskade_tests::browser::{
-    ensure_playwright, in_netns, preflight, run_scenario, skip_requested,
-};
+use kaskade_tests::browser::{browser_kit, in_netns, run_scenario};
 use kaskade_tests::clients::num;
 use kaskade_tests::ws::WsConn;
-use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, http, node_bin, tests_dir};
+use kaskade_tests::{NetNs, NodeProcess, heavy_test_lock, http, node_bin};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -73,13 +71,9 @@ fn tokens(node: &NodeProcess) -> Tokens {
 
 #[test]
 fn a_host_admits_from_the_lobby_denies_a_guest_and_bans_a_participant() {
-    if skip_requested() {
-        eprintln!("browser test skipped: KASKADE_SKIP_BROWSER=1");
+    let Some((chromium, node_js)) = browser_kit() else {
         return;
-    }
-    let (chromium, node_js) = preflight();
-    let browser_dir = tests_dir().join("browser");
-    ensure_playwright(&browser_dir);
+    };
     let _heavy = heavy_test_lock();
 
     // Drop order (reverse of declaration): script, node, then the namespace and the accounts.
