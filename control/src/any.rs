@@ -87,6 +87,10 @@ impl ControlPlane for AnyControlPlane {
         dispatch!(self, cp => cp.room_shares(room).await)
     }
 
+    async fn all_room_shares(&self) -> Result<Vec<(RoomName, RoomShare)>, ControlError> {
+        dispatch!(self, cp => cp.all_room_shares().await)
+    }
+
     async fn get_record(&self, key: &str) -> Result<Option<Record>, ControlError> {
         dispatch!(self, cp => cp.get_record(key).await)
     }

@@ -133,6 +133,11 @@ impl Keys {
         format!("{}{site}", self.placements(room))
     }
 
+    /// Where every room's placements and shares live.
+    fn all_rooms(&self) -> String {
+        format!("{}rooms/", self.prefix)
+    }
+
     fn shares(&self, room: &RoomName) -> String {
         format!("{}rooms/{}/shares/", self.prefix, room.as_str())
     }
@@ -747,6 +752,30 @@ impl ControlPlane for EtcdControlPlane {
             .collect();
         shares.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(shares)
+    }
+
+    async fn all_room_shares(&self) -> Result<Vec<(RoomName, RoomShare)>, ControlError> {
+        let prefix = self.keys.all_rooms();
+        let kvs = self
+            .get("list all room shares", prefix.clone(), true)
+            .await?;
+        let mut all: Vec<(RoomName, RoomShare)> = kvs
+            .iter()
+            .filter_map(|kv| {
+                let key = kv.key_str().ok()?.strip_prefix(&prefix)?;
+                let (room, node) = key.split_once("/shares/")?;
+                let room = RoomName::parse(room).ok()?;
+                match serde_json::from_slice::<RoomShare>(kv.value()) {
+                    Ok(share) if share.node == node => Some((room, share)),
+                    Ok(_) | Err(_) => {
+                        warn!(room = %room.as_str(), node = %node, "ignoring a malformed or misplaced room share");
+                        None
+                    }
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| (a.0.as_str(), &a.1.node).cmp(&(b.0.as_str(), &b.1.node)));
+        Ok(all)
     }
 
     async fn get_record(&self, key: &str) -> Result<Option<Record>, ControlError> {

@@ -34,6 +34,31 @@ pub struct NodeLoad {
     pub packets_per_sec: u64,
     /// Process CPU use, in percent of one core (may exceed 100 on several cores).
     pub cpu_percent: u32,
+    /// In-node forwarding latency over the last sample period, median and 99th percentile, in
+    /// microseconds (0 when nothing was forwarded).
+    #[serde(default)]
+    pub forward_latency_p50_us: u64,
+    #[serde(default)]
+    pub forward_latency_p99_us: u64,
+    /// Sessions the node is sized for (`--capacity-sessions`); 0 when not configured.
+    #[serde(default)]
+    pub capacity_sessions: u64,
+}
+
+/// One relay link as the node at its near end sees it; published in the node's record so any
+/// node (and its operator page) can draw the whole mesh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkReport {
+    /// The node at the far end.
+    pub peer: NodeId,
+    pub peer_site: String,
+    pub up: bool,
+    /// Round-trip time in microseconds.
+    pub rtt_us: u64,
+    /// Media loss on the link, in parts per million.
+    pub loss_ppm: u32,
+    /// Media received over the link, in bits per second.
+    pub receive_bps: u64,
 }
 
 /// What a node publishes about itself.
@@ -52,6 +77,9 @@ pub struct NodeRecord {
     /// A draining node takes no new placements and is moving its participants away.
     #[serde(default)]
     pub draining: bool,
+    /// Its relay links, as it measures them.
+    #[serde(default)]
+    pub links: Vec<LinkReport>,
 }
 
 /// Proof of a registration; it expires unless kept alive.
@@ -179,6 +207,12 @@ pub trait ControlPlane: Send + Sync {
         &self,
         room: &RoomName,
     ) -> impl Future<Output = Result<Vec<RoomShare>, ControlError>> + Send;
+
+    /// Every live node's part of every room, ordered by room, then node id: the mesh-wide room
+    /// listing of the operators' view.
+    fn all_room_shares(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(RoomName, RoomShare)>, ControlError>> + Send;
 
     /// The durable record at `key` (see [`records`]), if there is one. Fails with
     /// [`ControlError::Invalid`] for a key [`records::check_record_key`] refuses.

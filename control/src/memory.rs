@@ -287,6 +287,23 @@ impl ControlPlane for MemoryControlPlane {
             .unwrap_or_default())
     }
 
+    async fn all_room_shares(&self) -> Result<Vec<(RoomName, RoomShare)>, ControlError> {
+        let now = (self.clock)();
+        let state = self.lock();
+        let mut all: Vec<(RoomName, RoomShare)> = state
+            .shares
+            .iter()
+            .flat_map(|(room, shares)| {
+                shares
+                    .values()
+                    .filter(|(lease, _)| Self::live_lease(&state, *lease, now))
+                    .map(|(_, share)| (room.clone(), share.clone()))
+            })
+            .collect();
+        all.sort_by(|a, b| (a.0.as_str(), &a.1.node).cmp(&(b.0.as_str(), &b.1.node)));
+        Ok(all)
+    }
+
     async fn get_record(&self, key: &str) -> Result<Option<Record>, ControlError> {
         self.records().get(key)
     }
@@ -341,6 +358,7 @@ mod tests {
                 ..Default::default()
             },
             draining: false,
+            links: Vec::new(),
         }
     }
 

@@ -67,6 +67,7 @@ mod tests {
                 ..NodeLoad::default()
             },
             draining,
+            links: Vec::new(),
         }
     }
 

@@ -169,6 +169,7 @@ pub fn node(id: &str, site: &str, sessions: u64) -> NodeRecord {
             ..NodeLoad::default()
         },
         draining: false,
+        links: Vec::new(),
     }
 }
 
@@ -573,6 +574,20 @@ pub async fn room_shares_publish_replace_withdraw<B: Backend>(b: &B) {
         [newer.clone(), share("n2", &["p2"], &["t2"])]
     );
     assert_eq!(cp.room_shares(&room("other")).await.unwrap(), []);
+    cp.publish_room_share(&l2, &room("art"), share("n2", &["p4"], &[]))
+        .await
+        .unwrap();
+    cp.place_room(&class, &sites(&["a"])).await.unwrap();
+    assert_eq!(
+        peer.all_room_shares().await.unwrap(),
+        [
+            (room("art"), share("n2", &["p4"], &[])),
+            (class.clone(), newer.clone()),
+            (class.clone(), share("n2", &["p2"], &["t2"])),
+        ],
+        "every room's shares, by room then node, and no placements"
+    );
+    cp.withdraw_room_share(&room("art"), "n2").await.unwrap();
     cp.withdraw_room_share(&class, "n2").await.unwrap();
     cp.withdraw_room_share(&class, "n2").await.unwrap();
     assert_eq!(
