@@ -21,7 +21,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 /// WebSocket close codes the participant asks its transport to use.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -530,7 +530,12 @@ impl ParticipantState {
     }
 
     /// Admits, redirects or refuses a join; true when the session is over (redirected).
+    ///
+    /// Traced as a `join` span that is current only while access and placement decide: entering
+    /// the room can start the room's actor, whose long-lived span would keep it open.
     async fn join(&mut self, ask: JoinAsk) -> bool {
+        let span = tracing::info_span!("join", room = %ask.room, participant = %self.participant,
+            resuming = ask.resume.is_some(), outcome = tracing::field::Empty);
         let JoinAsk {
             room,
             name,
@@ -560,16 +565,25 @@ impl ParticipantState {
         let mut lobby = false;
         let mut kept = None;
         if let Some(resume_token) = &resume {
+            // The failover side of a join: a participant whose node died or drained comes back.
+            let resume_span = tracing::info_span!(parent: &span, "failover.resume", room = %room,
+                participant = tracing::field::Empty, outcome = tracing::field::Empty);
+            let _resume = resume_span.enter();
             // A resume token is issued only after a join was authorised: it carries the
             // ceiling, so a client whose access token expired meanwhile can come back.
             match self.gate.verify_resume(&room, resume_token) {
                 Ok(claim) => {
+                    resume_span.record("participant", tracing::field::display(&claim.participant));
+                    resume_span.record("outcome", "resumed");
+                    span.record("participant", tracing::field::display(&claim.participant));
                     info!(room = %room, participant = %claim.participant, "resuming participant");
                     self.participant = claim.participant;
                     name = claim.name;
                     ceiling = claim.ceiling;
                 }
                 Err(reason) => {
+                    resume_span.record("outcome", "rejected");
+                    span.record("outcome", "resume_rejected");
                     self.fail(
                         ErrorCode::ResumeRejected,
                         format!("resume refused: {reason}"),
@@ -582,7 +596,12 @@ impl ParticipantState {
                 token: token.as_deref(),
                 password: password.as_deref(),
             };
-            match self.gate.authorize(&room, credentials).await {
+            match self
+                .gate
+                .authorize(&room, credentials)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(grant) => {
                     if let Some(user) = &grant.user {
                         info!(room = %room, participant = %self.participant, %user, ceiling = ?grant.ceiling, "join authorised");
@@ -596,15 +615,22 @@ impl ParticipantState {
                     kept = grant.kept;
                 }
                 Err(denied) => {
+                    span.record("outcome", "unauthorised");
                     warn!(room = %room, participant = %self.participant, reason = %denied.message, "join unauthorised");
                     self.fail(denied.code, denied.message);
                     return false;
                 }
             }
         }
-        match self.gate.admit(&room, site, resume.is_some()).await {
+        match self
+            .gate
+            .admit(&room, site, resume.is_some())
+            .instrument(span.clone())
+            .await
+        {
             Admission::Here => {}
             Admission::Redirect { url } => {
+                span.record("outcome", "redirected");
                 info!(room = %room, participant = %self.participant, to = %url, "join redirected");
                 self.send(ServerMessage::Redirect { url });
                 let _ = self.output.send(ParticipantOutput::Close {
@@ -614,6 +640,7 @@ impl ParticipantState {
                 return true;
             }
             Admission::Refused { code, message } => {
+                span.record("outcome", "refused");
                 warn!(room = %room, participant = %self.participant, reason = %message, "join refused");
                 self.fail(code, message);
                 return false;
@@ -632,6 +659,14 @@ impl ParticipantState {
             auto_subscribe,
         };
         self.enter_room(entry).await;
+        span.record(
+            "outcome",
+            match (&self.joined, &self.waiting) {
+                (Some(_), _) => "joined",
+                (None, Some(_)) => "lobby",
+                (None, None) => "refused",
+            },
+        );
         false
     }
 

@@ -67,6 +67,10 @@ pub struct JoinRefused {
     pub message: String,
 }
 
+/// The `by` of moderation an operator does through the admin API (never a participant id:
+/// those start with `p`).
+pub const OPERATOR_ACTOR: &str = "operator";
+
 pub enum RoomMsg {
     /// Enter the room. Hidden members (WHEP viewers) receive nothing and are not listed.
     Join {
@@ -126,6 +130,11 @@ pub enum RoomMsg {
     Reconnect {
         url: String,
         reason: String,
+    },
+    /// An operator (admin API) removes `target`, or with `None` ends the meeting, for this
+    /// node's own members; the API asks every node holding a part of the room.
+    Operator {
+        target: Option<ParticipantId>,
     },
     /// Only this node's listed members and their tracks (what the control plane keeps of it).
     LocalShare(RpcReplyPort<RoomSnapshot>),
@@ -373,10 +382,7 @@ impl RoomState {
                 }
             }
             ModerationAction::EndMeeting => {
-                let name = self
-                    .members
-                    .get(by)
-                    .map_or_else(String::new, |m| m.info.name.clone());
+                let name = self.actor_name(by);
                 self.tell(
                     target,
                     ServerMessage::Error {
@@ -395,10 +401,7 @@ impl RoomState {
                 {
                     guard.ban(&self.name, user);
                 }
-                let name = self
-                    .members
-                    .get(by)
-                    .map_or_else(String::new, |m| m.info.name.clone());
+                let name = self.actor_name(by);
                 self.tell(
                     target,
                     ServerMessage::Error {
@@ -555,6 +558,36 @@ impl RoomState {
                 target: target.map(|t| self.audit_name(t)),
                 detail,
             });
+        }
+    }
+
+    /// Who `by` is in a moderation message: a member's name, or "an operator".
+    fn actor_name(&self, by: &ParticipantId) -> String {
+        match self.members.get(by) {
+            Some(m) => m.info.name.clone(),
+            None if by.0 == OPERATOR_ACTOR => "an operator".to_owned(),
+            None => String::new(),
+        }
+    }
+
+    /// An operator's removal of `target` (or, with `None`, end of the meeting) for this node's
+    /// own members; the audit record is the admin API's.
+    fn operator_action(&mut self, target: Option<ParticipantId>) {
+        let by = ParticipantId(OPERATOR_ACTOR.to_owned());
+        let (targets, action): (Vec<ParticipantId>, _) = match target {
+            Some(t) => (vec![t], ModerationAction::Remove { ban: false }),
+            None => (
+                self.members
+                    .iter()
+                    .filter(|(_, m)| m.node.is_none() && !m.hidden)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+                ModerationAction::EndMeeting,
+            ),
+        };
+        let local: Vec<ParticipantId> = targets.into_iter().filter(|t| self.is_local(t)).collect();
+        for t in &local {
+            self.moderate_local(&by, t, action);
         }
     }
 
@@ -1327,6 +1360,7 @@ impl Actor for RoomActor {
             RoomMsg::Snapshot(reply) => {
                 let _ = reply.send(state.snapshot());
             }
+            RoomMsg::Operator { target } => state.operator_action(target),
             RoomMsg::Reconnect { url, reason } => {
                 let message = ServerMessage::Reconnect { url, reason };
                 for member in state.members.values().filter(|m| m.node.is_none()) {

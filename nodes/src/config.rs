@@ -226,6 +226,15 @@ pub struct NodeArgs {
     /// Log format: text or json (default text).
     #[arg(long, env = "KASKADE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Client IP addresses in logs: short (the network: IPv4 /24, IPv6 /48; default) or full
+    /// (address and port, for troubleshooting with logs kept shorter than the connection-data
+    /// retention).
+    #[arg(long, env = "KASKADE_LOG_ADDRESSES")]
+    pub log_addresses: Option<crate::logged_address::AddressLogging>,
+    /// Send traces (join, placement, negotiation, cascade setup, failover, drain) over OTLP/gRPC
+    /// to this endpoint, e.g. http://127.0.0.1:4317 (an OpenTelemetry collector, Jaeger, Tempo).
+    #[arg(long, env = "KASKADE_OTLP", value_name = "URL")]
+    pub otlp: Option<String>,
     /// QUIC relay endpoint for the other nodes of the mesh (default 127.0.0.1:7100). The relay
     /// runs only with --certs.
     #[arg(long, env = "KASKADE_RELAY")]
@@ -275,6 +284,10 @@ pub struct NodeArgs {
     /// (default 30).
     #[arg(long, env = "KASKADE_DRAIN_DEADLINE_SECS")]
     pub drain_deadline_secs: Option<u64>,
+    /// Sessions this node is sized for: reported in the registry, the operator page and the
+    /// `kaskade_capacity_sessions` metric (the "node over capacity" alert). Not a hard limit.
+    #[arg(long, env = "KASKADE_CAPACITY_SESSIONS")]
+    pub capacity_sessions: Option<u64>,
     /// Run without access control (no login, anyone may open rooms, publish and watch), as a
     /// development default. Refused unless every listening address is loopback.
     #[arg(long, env = "KASKADE_INSECURE_DEV")]
@@ -326,6 +339,8 @@ struct FileConfig {
     node_id: Option<String>,
     site: Option<String>,
     log_format: Option<LogFormat>,
+    log_addresses: Option<crate::logged_address::AddressLogging>,
+    otlp: Option<String>,
     relay: Option<SocketAddr>,
     certs: Option<PathBuf>,
     #[serde(default)]
@@ -343,6 +358,7 @@ struct FileConfig {
     tls_self_signed: bool,
     admin_token: Option<String>,
     drain_deadline_secs: Option<u64>,
+    capacity_sessions: Option<u64>,
     #[serde(default)]
     insecure_dev: bool,
     data_dir: Option<PathBuf>,
@@ -364,6 +380,9 @@ pub struct NodeConfig {
     pub node_id: String,
     pub site: String,
     pub log_format: LogFormat,
+    pub log_addresses: crate::logged_address::AddressLogging,
+    /// OTLP/gRPC endpoint for traces (`--otlp`); `None`: no trace export.
+    pub otlp: Option<String>,
     pub relay: SocketAddr,
     pub certs: Option<PathBuf>,
     pub peers: Vec<PeerSpec>,
@@ -377,6 +396,8 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls::HttpTls>,
     pub admin_token: Option<String>,
     pub drain_deadline: Duration,
+    /// Sessions the node is sized for; 0 when not configured.
+    pub capacity_sessions: u64,
     /// No access control (`--insecure-dev`, loopback only).
     pub insecure_dev: bool,
     pub data_dir: Option<PathBuf>,
@@ -495,6 +516,11 @@ impl NodeArgs {
                 .unwrap_or_else(|| format!("n{:08x}", rand::random::<u32>())),
             site: self.site.or(file.site).unwrap_or_else(|| "local".into()),
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            log_addresses: self
+                .log_addresses
+                .or(file.log_addresses)
+                .unwrap_or_default(),
+            otlp: self.otlp.or(file.otlp),
             relay: self
                 .relay
                 .or(file.relay)
@@ -537,6 +563,10 @@ impl NodeArgs {
                     .or(file.drain_deadline_secs)
                     .unwrap_or(30),
             ),
+            capacity_sessions: self
+                .capacity_sessions
+                .or(file.capacity_sessions)
+                .unwrap_or(0),
             insecure_dev: self.insecure_dev || file.insecure_dev,
             data_dir: self.data_dir.or(file.data_dir),
             metrics_token: self.metrics_token.or(file.metrics_token),

@@ -11,20 +11,21 @@ pub mod data_dir;
 pub mod edge;
 pub mod fuzzing;
 pub mod http;
+pub mod logged_address;
 pub mod metrics;
 pub mod relay;
+pub mod telemetry;
 pub mod tls;
 
 use anyhow::Context;
 use clap::Parser;
-use config::{Cli, Command, LogFormat, NodeConfig};
+use config::{Cli, Command, NodeConfig};
 use kaskade_control::any::AnyControlPlane;
 use kaskade_control::etcd::{EtcdControlPlane, EtcdOptions};
 use kaskade_control::memory::MemoryControlPlane;
 use kaskade_control::{ControlPlane, NodeLoad, NodeRecord};
 use std::sync::Arc;
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 /// Parses the command line and runs the chosen subcommand.
 pub fn run_cli() -> anyhow::Result<()> {
@@ -32,12 +33,28 @@ pub fn run_cli() -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => {
             let config = args.resolve()?;
-            init_logging(config.log_format);
+            logged_address::set_mode(config.log_addresses);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the runtime")?;
-            runtime.block_on(run_node(config))
+            // The OTLP exporter's gRPC channel runs on this runtime: made inside it, and shut
+            // down (its last spans sent) after the node stopped and before the runtime goes.
+            let telemetry = {
+                let _inside = runtime.enter();
+                let traces = config
+                    .otlp
+                    .as_deref()
+                    .map(|endpoint| telemetry::TraceExport {
+                        endpoint,
+                        node: &config.node_id,
+                        site: &config.site,
+                    });
+                telemetry::init(config.log_format, traces)?
+            };
+            let result = runtime.block_on(run_node(config));
+            telemetry.shutdown();
+            result
         }
         Command::Certs(args) => {
             let files = certs::generate(&args.out, &args.nodes)?;
@@ -110,17 +127,6 @@ async fn drain_command(args: config::DrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("KASKADE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
 /// The access policy the configuration asks for.
 fn access_control(
     config: &NodeConfig,
@@ -185,12 +191,18 @@ fn static_peer_record(peer: &config::PeerSpec) -> NodeRecord {
         relay_addr: peer.addr.to_string(),
         load: NodeLoad::default(),
         draining: false,
+        links: Vec::new(),
     }
 }
 
 /// Runs one node until it is stopped (Ctrl-C twice, or SIGTERM / drain once the drain is done).
 pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new();
+    metrics.mesh.set_identity(&config.node_id, &config.site);
+    metrics
+        .mesh
+        .capacity_sessions
+        .set(config.capacity_sessions as i64);
     let (control, _data_dir_lock) = control_plane(&config).await?;
     let control = Arc::new(control);
     let mesh_secret = control
@@ -275,6 +287,7 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         relay_addr: relay_addr.map(|r| r.to_string()).unwrap_or_default(),
         load: NodeLoad::default(),
         draining: false,
+        links: Vec::new(),
     };
     let cluster = cluster::Cluster::new(
         control.clone(),
@@ -282,10 +295,16 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         rooms.clone(),
         config.site_distances.clone(),
         &mesh_secret,
+        metrics.clone(),
     );
     let registration = cluster::registration::start(
         cluster.clone(),
-        cluster::load::LoadSampler::new(engine.clone(), rooms.clone(), metrics.clone()),
+        cluster::load::LoadSampler::new(
+            engine.clone(),
+            rooms.clone(),
+            metrics.clone(),
+            config.capacity_sessions,
+        ),
         cluster::room_shares::RoomSharePublisher::default(),
         config.lease_ttl,
     )
@@ -328,6 +347,7 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
                 token: config.admin_token.clone(),
                 drain_deadline: config.drain_deadline,
                 drained: drained_tx.clone(),
+                forward_ca: config.certs.as_ref().map(|d| d.join(certs::CA_CERT_FILE)),
             },
         );
     info!(node = %config.node_id, site = %config.site, http = %http_addr, tls = tls.is_some(), media = %media_addr, relay = ?relay_addr, control = control.kind(), "node started");

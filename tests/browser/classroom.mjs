@@ -21,12 +21,14 @@
 import { chromium } from 'playwright-core';
 import {
   CHROMIUM_FLAGS,
+  closeBrowser,
   decodedGrowth,
   emit,
   joinedView,
   pageView,
   parseOptions,
   participantIdByName,
+  runMain,
   sleep,
   StageError,
   tileOf,
@@ -536,15 +538,10 @@ async function main() {
     }
     await shoot('failure');
   } finally {
-    clearTimeout(overall);
-    if (ctx) await ctx.close().catch((e) => console.error(`closing the browser: ${e}`));
-    fs.rmSync(profile, { recursive: true, force: true });
+    await closeBrowser(ctx, profile, overall);
   }
   emit(result);
   process.exit(result.ok ? 0 : 1);
 }
 
-main().catch((e) => {
-  emit({ event: 'result', ok: false, stage: 'setup', reason: String(e?.stack ?? e) });
-  process.exit(1);
-});
+runMain(main);

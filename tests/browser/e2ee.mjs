@@ -15,10 +15,12 @@
 import { chromium } from 'playwright-core';
 import {
   CHROMIUM_FLAGS,
+  closeBrowser,
   decodedGrowth,
   emit,
   pageView,
   parseOptions,
+  runMain,
   sleep,
   StageError,
   until,
@@ -230,15 +232,10 @@ async function main() {
     }
     await shoot('failure');
   } finally {
-    clearTimeout(overall);
-    if (ctx) await ctx.close().catch((e) => console.error(`closing the browser: ${e}`));
-    fs.rmSync(profile, { recursive: true, force: true });
+    await closeBrowser(ctx, profile, overall);
   }
   emit(result);
   process.exit(result.ok ? 0 : 1);
 }
 
-main().catch((e) => {
-  emit({ event: 'result', ok: false, stage: 'setup', reason: String(e?.stack ?? e) });
-  process.exit(1);
-});
+runMain(main);

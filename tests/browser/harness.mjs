@@ -1,7 +1,10 @@
 // Owns: what the browser scenarios (two_pages.mjs, failover.mjs, e2ee.mjs, classroom.mjs,
-// bandwidth.mjs) share — the Chromium flags checked on this machine kind, JSON-lines output,
-// polling a page until a condition holds with a stage-tagged error when it does not, and reading
-// a page's test hooks and DOM (pageView, joinedView, participantIdByName, decodedGrowth).
+// bandwidth.mjs, lobby.mjs, operator.mjs) share — the Chromium flags checked on this machine
+// kind, JSON-lines output, polling a page until a condition holds with a stage-tagged error when
+// it does not, reading a page's test hooks and DOM (pageView, joinedView, participantIdByName,
+// decodedGrowth), and a scenario's start and end (runMain, closeBrowser).
+
+import fs from 'node:fs';
 
 // Fake camera/microphone/screen without prompts, no GPU, no network services of the browser's
 // own, no throttling of pages that are not in front.
@@ -177,5 +180,20 @@ export async function decodedGrowth(stage, page, what, pick, growth, timeoutMs, 
       ok: false,
       last: { tile, domTiles: shown ? v.tiles : undefined, state: v.state, error: v.error, statsError: v.statsError },
     };
+  });
+}
+
+/** Ends a scenario's browser: its overall timer, the context (if it opened), its profile. */
+export async function closeBrowser(ctx, profile, overall) {
+  clearTimeout(overall);
+  if (ctx) await ctx.close().catch((e) => console.error(`closing the browser: ${e}`));
+  fs.rmSync(profile, { recursive: true, force: true });
+}
+
+/** Runs a scenario's `main`; a failure before it could report becomes a `setup` result. */
+export function runMain(main) {
+  main().catch((e) => {
+    emit({ event: 'result', ok: false, stage: 'setup', reason: String(e?.stack ?? e) });
+    process.exit(1);
   });
 }

@@ -50,10 +50,14 @@ pub struct Accounts {
 
 /// Runs `bin accounts --data-dir dir args…` (passwords: [`PASSWORD`]).
 pub fn run(bin: &Path, dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    run_in(bin, &["--data-dir", &dir.display().to_string()], args)
+}
+
+/// Runs `bin accounts <store> args…`, `store` naming the store (`--data-dir D`, `--etcd URL`).
+pub fn run_in(bin: &Path, store: &[&str], args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(bin)
         .arg("accounts")
-        .arg("--data-dir")
-        .arg(dir)
+        .args(store)
         .args(args)
         .env("KASKADE_PASSWORD", PASSWORD)
         .stdin(Stdio::null())
@@ -72,44 +76,8 @@ impl Accounts {
     /// Creates the directory and the accounts with `bin accounts …`.
     pub fn create(bin: &Path) -> anyhow::Result<Self> {
         let dir = TempDir::new("accounts");
-        let d = dir.0.as_path();
-        run(
-            bin,
-            d,
-            &["create-tenant", "--id", TENANT, "--name", "The School"],
-        )?;
-        run(
-            bin,
-            d,
-            &["create-tenant", "--id", OTHER_TENANT, "--name", "Other"],
-        )?;
-        run(
-            bin,
-            d,
-            &["create-user", "--user", OPERATOR.user, "--role", "operator"],
-        )?;
-        for (account, role, name) in [
-            (ADMIN, "tenant_admin", "School Admin"),
-            (HOST, "host", "Teacher"),
-            (PARTICIPANT, "participant", "Pupil"),
-            (STRANGER, "host", "Stranger"),
-        ] {
-            run(
-                bin,
-                d,
-                &[
-                    "create-user",
-                    "--tenant",
-                    account.tenant.unwrap_or_default(),
-                    "--user",
-                    account.user,
-                    "--name",
-                    name,
-                    "--role",
-                    role,
-                ],
-            )?;
-        }
+        let store = dir.0.display().to_string();
+        create_accounts(bin, &["--data-dir", &store])?;
         Ok(Self { dir })
     }
 
@@ -117,6 +85,40 @@ impl Accounts {
     pub fn node_args(&self) -> Vec<String> {
         vec!["--data-dir".into(), self.dir.0.display().to_string()]
     }
+}
+
+/// Makes the test accounts in the mesh's etcd at `etcd_url` (default prefix): nodes started with
+/// `--etcd` and without `--insecure-dev` then enforce access control with them.
+pub fn create_in_etcd(bin: &Path, etcd_url: &str) -> anyhow::Result<()> {
+    create_accounts(bin, &["--etcd", etcd_url])
+}
+
+fn create_accounts(bin: &Path, store: &[&str]) -> anyhow::Result<()> {
+    let run = |args: &[&str]| run_in(bin, store, args);
+    {
+        run(&["create-tenant", "--id", TENANT, "--name", "The School"])?;
+        run(&["create-tenant", "--id", OTHER_TENANT, "--name", "Other"])?;
+        run(&["create-user", "--user", OPERATOR.user, "--role", "operator"])?;
+        for (account, role, name) in [
+            (ADMIN, "tenant_admin", "School Admin"),
+            (HOST, "host", "Teacher"),
+            (PARTICIPANT, "participant", "Pupil"),
+            (STRANGER, "host", "Stranger"),
+        ] {
+            run(&[
+                "create-user",
+                "--tenant",
+                account.tenant.unwrap_or_default(),
+                "--user",
+                account.user,
+                "--name",
+                name,
+                "--role",
+                role,
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 /// `POST {url}/api/login` for `account` with `password`: the HTTP response.

@@ -10,6 +10,7 @@ pub mod access;
 pub mod browser;
 pub mod clients;
 pub mod control_suite;
+pub mod deploy;
 pub mod etcd;
 pub mod failover_browser;
 pub mod failover_relay;

@@ -61,6 +61,10 @@ pub struct NodeProcess {
     pub tls: Option<http::TlsClient>,
 }
 
+/// A harness-only marker in `extra` (never passed to the node): start it with access control
+/// (accounts from its etcd) rather than `--insecure-dev`.
+pub const WITH_ACCESS_CONTROL: &str = "+access-control";
+
 impl NodeProcess {
     /// `bin node --http 127.0.0.1:0 --rtc 127.0.0.1:0 <extra…>` on the host.
     pub fn start(bin: &Path, extra: &[&str]) -> anyhow::Result<Self> {
@@ -91,14 +95,37 @@ impl NodeProcess {
         rtc: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::launch(netns, bin, http, rtc, extra, &[])
+    }
+
+    /// [`NodeProcess::start`] with extra environment variables for the node (e.g. the
+    /// OpenTelemetry exporter's `OTEL_BSP_SCHEDULE_DELAY`).
+    pub fn start_with_env(
+        bin: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::launch(None, bin, "127.0.0.1:0", "127.0.0.1:0", extra, env)
+    }
+
+    fn launch(
+        netns: Option<&NetNs>,
+        bin: &Path,
+        http: &str,
+        rtc: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(bin.exists(), "node binary {} does not exist", bin.display());
         let mut cmd = Command::new(bin);
-        cmd.args(["node", "--http", http, "--rtc", rtc]).args(extra);
+        cmd.args(["node", "--http", http, "--rtc", rtc])
+            .args(extra.iter().filter(|a| **a != WITH_ACCESS_CONTROL));
         // Without a store for accounts a test node runs with the open development defaults
-        // (loopback only); with `--data-dir` it enforces access control.
+        // (loopback only); with `--data-dir` (or, for an etcd node, [`WITH_ACCESS_CONTROL`]) it
+        // enforces access control.
         // Their joins and messages are not rate limited either: failover and bad-input tests
         // join and send faster than a person would.
-        if !extra.contains(&"--data-dir") {
+        if !extra.contains(&"--data-dir") && !extra.contains(&WITH_ACCESS_CONTROL) {
             cmd.args([
                 "--insecure-dev",
                 "--max-joins-per-minute",
@@ -114,6 +141,7 @@ impl NodeProcess {
         }
         // Plain logs in failure reports.
         cmd.env("NO_COLOR", "1");
+        cmd.envs(env.iter().copied());
         let cmd = match netns {
             Some(ns) => ns.wrap(&cmd),
             None => cmd,

@@ -11,7 +11,8 @@ use kaskade_mesh::RoomMsg;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, info, info_span, warn};
 
 /// How long the drain waits for the registry to show the node draining before it moves
 /// participants (so the placement it asks for does not name this node again).
@@ -29,9 +30,15 @@ pub fn start(
     if !cluster.set_draining() {
         return false;
     }
+    cluster.metrics.mesh.drains.inc();
+    cluster.metrics.mesh.draining.set(1);
     info!(node = %cluster.node, deadline_s = deadline.as_secs(), "drain started");
+    // One span for the whole drain; the placements it asks for are its children.
+    let span = info_span!("drain", node = %cluster.node, site = %cluster.site,
+        deadline_s = deadline.as_secs(), rooms = Empty, rooms_moved = Empty, outcome = Empty);
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
+        let (mut rooms, mut moved) = (0u64, 0u64);
         // Wait until the control plane's view carries the flag (or give up waiting).
         let mut view = cluster.control_view();
         let _ = tokio::time::timeout(FLAG_PROPAGATION, async {
@@ -42,10 +49,13 @@ pub fn start(
         })
         .await;
         for (room, _) in cluster.rooms.list() {
+            rooms += 1;
             match cluster.place(&room, None, true).await {
                 Placement::Elsewhere(node) => {
                     info!(node = %cluster.node, room = %room, to = %node.id, "moving the room's participants");
                     if let Some(actor) = cluster.rooms.get(&room) {
+                        moved += 1;
+                        cluster.metrics.mesh.drain_rooms_moved.inc();
                         let _ = actor.cast(RoomMsg::Reconnect {
                             url: super::ws_url(&node.http_url),
                             reason: "node draining for maintenance".into(),
@@ -57,18 +67,24 @@ pub fn start(
                 }
             }
         }
+        let span = tracing::Span::current();
+        span.record("rooms", rooms);
+        span.record("rooms_moved", moved);
         loop {
             if engine.stats().await.sessions == 0 {
+                span.record("outcome", "empty");
                 info!(node = %cluster.node, took_ms = started.elapsed().as_millis() as u64, "drain complete: node empty");
                 break;
             }
             if started.elapsed() >= deadline {
+                span.record("outcome", "deadline");
                 warn!(node = %cluster.node, "drain deadline reached; closing the remaining sessions");
                 break;
             }
             tokio::time::sleep(EMPTY_CHECK).await;
         }
         let _ = done.send(true);
-    });
+    }
+    .instrument(span));
     true
 }

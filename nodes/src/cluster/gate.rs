@@ -23,7 +23,8 @@ use kaskade_proto::signal::{ErrorCode, Role};
 use kaskade_proto::{ParticipantId, RoomName};
 use std::net::IpAddr;
 use std::sync::Arc;
-use tracing::{debug, warn};
+use tracing::field::Empty;
+use tracing::{Instrument, debug, info_span, warn};
 
 /// The outcome of placing one join.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +51,41 @@ impl Cluster {
         here + elsewhere
     }
 
-    /// Places a join for `room` from a participant of `site` (default: this node's site).
+    /// Places a join for `room` from a participant of `site` (default: this node's site), in a
+    /// `placement` span that records where it went.
     pub async fn place(&self, room: &RoomName, site: Option<&str>, resuming: bool) -> Placement {
+        let span = info_span!("placement", node = %self.node, site = %self.site, room = %room,
+            client_site = site.unwrap_or(&self.site), resuming,
+            outcome = Empty, placed_node = Empty, placed_site = Empty, refusal = Empty);
+        let placement = self
+            .decide_placement(room, site, resuming)
+            .instrument(span.clone())
+            .await;
+        let (outcome, placed) = match &placement {
+            Placement::Here => ("here", Some((self.node.as_str(), self.site.as_str()))),
+            Placement::Elsewhere(node) => {
+                ("elsewhere", Some((node.id.as_str(), node.site.as_str())))
+            }
+            Placement::Refused { code, .. } => {
+                span.record("refusal", tracing::field::debug(code));
+                ("refused", None)
+            }
+        };
+        span.record("outcome", outcome);
+        if let Some((node, site)) = placed {
+            span.record("placed_node", node);
+            span.record("placed_site", site);
+        }
+        placement
+    }
+
+    /// The placement policy of the module doc.
+    async fn decide_placement(
+        &self,
+        room: &RoomName,
+        site: Option<&str>,
+        resuming: bool,
+    ) -> Placement {
         let home = site.unwrap_or(&self.site).to_owned();
         let view = self.view();
         let draining = self.is_draining();
@@ -209,7 +243,12 @@ impl JoinGate for ClusterGate {
     }
 
     fn verify_resume(&self, room: &RoomName, token: &str) -> Result<ResumeClaim, String> {
-        self.cluster.resume.verify(room, token)
+        let claim = self.cluster.resume.verify(room, token)?;
+        self.cluster
+            .metrics
+            .mesh
+            .failover(crate::metrics::FailoverKind::SessionResumed);
+        Ok(claim)
     }
 
     fn alternates(&self) -> Vec<String> {

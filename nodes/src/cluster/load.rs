@@ -1,9 +1,12 @@
-//! What a node reports as its load in the registry: sessions and tracks from the engine and the
-//! room directory, packets per second from the send counter, CPU from `/proc/self/stat`.
+//! What a node reports about itself in the registry: its load (sessions and tracks from the
+//! engine and the room directory, packets per second from the send counter, CPU from
+//! `/proc/self/stat`, forwarding latency quantiles since the last sample, its configured
+//! capacity) and the state of its relay links.
 
 use crate::edge::EngineHandle;
 use crate::metrics::Metrics;
-use kaskade_control::NodeLoad;
+use crate::metrics::latency::LatencyCounts;
+use kaskade_control::{LinkReport, NodeLoad};
 use kaskade_mesh::RoomDirectory;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,17 +16,36 @@ pub struct LoadSampler {
     engine: EngineHandle,
     rooms: Arc<RoomDirectory>,
     metrics: Arc<Metrics>,
+    capacity_sessions: u64,
     last: Option<(Instant, u64, Option<u64>)>,
+    latency: LatencyCounts,
 }
 
 impl LoadSampler {
-    pub fn new(engine: EngineHandle, rooms: Arc<RoomDirectory>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: EngineHandle,
+        rooms: Arc<RoomDirectory>,
+        metrics: Arc<Metrics>,
+        capacity_sessions: u64,
+    ) -> Self {
+        let latency = metrics.forward_latency.counts();
         Self {
             engine,
             rooms,
             metrics,
+            capacity_sessions,
             last: None,
+            latency,
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The relay links as they are now.
+    pub fn links(&self) -> Vec<LinkReport> {
+        self.metrics.relay.links()
     }
 
     pub async fn sample(&mut self) -> NodeLoad {
@@ -31,33 +53,28 @@ impl LoadSampler {
         let tracks = self.rooms.list().iter().map(|(_, c)| c.tracks as u64).sum();
         let now = Instant::now();
         let packets = self.metrics.packets_out.get();
-        let cpu_ticks = cpu_ticks();
+        let cpu_ticks = crate::metrics::process::cpu_ticks();
         let (mut pps, mut cpu) = (0, 0);
         if let Some((then, last_packets, last_ticks)) = self.last {
             let secs = now.duration_since(then).as_secs_f64().max(1e-3);
             pps = (packets.saturating_sub(last_packets) as f64 / secs) as u64;
             if let (Some(a), Some(b)) = (last_ticks, cpu_ticks) {
-                // Linux reports CPU time in clock ticks of 1/100 s.
-                cpu = ((b.saturating_sub(a)) as f64 / secs) as u32;
+                let ticks_per_percent = crate::metrics::process::CLOCK_TICKS_PER_SECOND / 100.0;
+                cpu = ((b.saturating_sub(a)) as f64 / ticks_per_percent / secs) as u32;
             }
         }
         self.last = Some((now, packets, cpu_ticks));
+        let latency = self.metrics.forward_latency.counts();
+        let quantiles = latency.quantiles_since(&self.latency);
+        self.latency = latency;
         NodeLoad {
             sessions: stats.sessions as u64,
             tracks,
             packets_per_sec: pps,
             cpu_percent: cpu,
+            forward_latency_p50_us: quantiles.p50_us,
+            forward_latency_p99_us: quantiles.p99_us,
+            capacity_sessions: self.capacity_sessions,
         }
     }
-}
-
-/// User + system CPU time of this process in clock ticks, if `/proc` tells.
-fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
 }

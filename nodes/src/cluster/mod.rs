@@ -42,6 +42,8 @@ pub struct Cluster {
     distances: Vec<SiteDistance>,
     resume: ResumeKeys,
     view: watch::Receiver<NodeView>,
+    /// Drains, resumed sessions and the control plane's state are counted here.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Cluster {
@@ -51,6 +53,7 @@ impl Cluster {
         rooms: Arc<RoomDirectory>,
         distances: Vec<SiteDistance>,
         resume_secret: &[u8],
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let view = control.watch_nodes();
         Arc::new(Self {
@@ -65,6 +68,7 @@ impl Cluster {
             distances,
             resume: ResumeKeys::new(resume_secret),
             view,
+            metrics,
         })
     }
 

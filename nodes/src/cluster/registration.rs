@@ -8,7 +8,8 @@
 use super::Cluster;
 use super::load::LoadSampler;
 use super::room_shares::RoomSharePublisher;
-use kaskade_control::{ControlError, ControlPlane};
+use crate::metrics::Metrics;
+use kaskade_control::{ControlError, ControlPlane, NodeRecord};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -59,6 +60,7 @@ pub async fn start(
     ttl: Duration,
 ) -> Registration {
     let mut reachable = register(&cluster, &mut load, ttl).await;
+    observe(&cluster, load.metrics(), reachable);
     let looping = cluster.clone();
     let task = tokio::spawn(async move {
         let cluster = looping;
@@ -73,16 +75,17 @@ pub async fn start(
             let ok = match cluster.lease() {
                 None => register(&cluster, &mut load, ttl).await,
                 Some(lease) => {
-                    let sample = load.sample().await;
-                    let record = cluster.update_record(|r| r.load = sample);
+                    let record = fresh_record(&cluster, &mut load).await;
                     match cluster.control.keep_alive(&lease, record).await {
                         Ok(()) => true,
                         Err(ControlError::LeaseExpired(id)) => {
+                            load.metrics().mesh.control_plane_errors.inc();
                             warn!(node = %cluster.node, lease = id, "registry lease lost; registering again");
                             cluster.set_lease(None);
                             register(&cluster, &mut load, ttl).await
                         }
                         Err(e) => {
+                            load.metrics().mesh.control_plane_errors.inc();
                             if reachable {
                                 warn!(node = %cluster.node, error = %e, "control plane unreachable; forwarding continues, new rooms are refused");
                             }
@@ -95,6 +98,7 @@ pub async fn start(
                 info!(node = %cluster.node, "control plane reachable again");
             }
             reachable = ok;
+            observe(&cluster, load.metrics(), ok);
             if ok && let Some(lease) = cluster.lease() {
                 shares.sync(&cluster, &lease).await;
             }
@@ -103,17 +107,40 @@ pub async fn start(
     Registration { cluster, task }
 }
 
+/// The node's record with its load and links as they are now.
+async fn fresh_record(cluster: &Cluster, load: &mut LoadSampler) -> NodeRecord {
+    let sample = load.sample().await;
+    let links = load.links();
+    cluster.update_record(|r| {
+        r.load = sample;
+        r.links = links;
+    })
+}
+
+/// Mirrors the control plane's state in the metrics: reachable, lease, live nodes per site.
+fn observe(cluster: &Cluster, metrics: &Metrics, reachable: bool) {
+    let mesh = &metrics.mesh;
+    mesh.control_plane_reachable.set(i64::from(reachable));
+    mesh.control_plane_lease_held
+        .set(i64::from(cluster.lease().is_some()));
+    let view = cluster.view();
+    if view.reachable {
+        mesh.set_live_nodes(view.nodes.values().map(|n| n.site.as_str()));
+    }
+}
+
 /// One registration attempt; true on success.
 async fn register(cluster: &Cluster, load: &mut LoadSampler, ttl: Duration) -> bool {
-    let sample = load.sample().await;
-    let record = cluster.update_record(|r| r.load = sample);
+    let record = fresh_record(cluster, load).await;
     match cluster.control.register_node(record, ttl).await {
         Ok(lease) => {
+            load.metrics().mesh.control_plane_registrations.inc();
             info!(node = %cluster.node, site = %cluster.site, lease = lease.id, ttl_ms = ttl.as_millis() as u64, backend = cluster.control.kind(), "registered in the control plane");
             cluster.set_lease(Some(lease));
             true
         }
         Err(e) => {
+            load.metrics().mesh.control_plane_errors.inc();
             warn!(node = %cluster.node, error = %e, "registration failed; retrying");
             false
         }

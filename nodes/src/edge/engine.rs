@@ -393,7 +393,7 @@ impl Engine {
                 };
                 // The remote address is personal data: logged at debug level only, for
                 // connectivity troubleshooting.
-                debug!(session = key, remote = %from, "new remote address for session");
+                debug!(session = key, remote = %crate::logged_address::LoggedAddress(from), "new remote address for session");
                 self.by_addr.insert(from, key);
                 if let Some(s) = self.sessions.get_mut(&key) {
                     s.addrs.push(from);
@@ -721,7 +721,9 @@ impl Engine {
                 events,
                 reply,
             } => {
+                let span = negotiation_span("publish", Some(&participant), session);
                 let result = self.publish(session, participant, offer, sources, events, now);
+                negotiated(&span, result.as_ref().map(|o| (o.session, o.tracks.len())));
                 let _ = reply.send(result);
             }
             EngineCommand::SubscribeAnswering {
@@ -731,7 +733,10 @@ impl Engine {
                 events,
                 reply,
             } => {
+                let span = negotiation_span("subscribe", Some(&participant), None);
+                let count = tracks.len();
                 let result = self.subscribe_answering(participant, offer, tracks, events, now);
+                negotiated(&span, result.as_ref().map(|(key, _)| (*key, count)));
                 let _ = reply.send(result);
             }
             EngineCommand::SubscribeOffering {
@@ -740,7 +745,9 @@ impl Engine {
                 events,
                 reply,
             } => {
+                let span = negotiation_span("subscribe_offer", Some(&participant), None);
                 let result = self.subscribe_offering(participant, tracks, events, now);
+                negotiated(&span, result.as_ref().map(|o| (o.session, o.tracks.len())));
                 let _ = reply.send(result);
             }
             EngineCommand::UpdateSubscription {
@@ -753,7 +760,11 @@ impl Engine {
                 answer,
                 reply,
             } => {
+                let owner = self.sessions.get(&session).map(|s| s.participant.clone());
+                let span = negotiation_span("subscribe_answer", owner.as_ref(), Some(session));
                 let result = self.subscribe_answer(session, answer, now);
+                let tracks = self.sessions.get(&session).map_or(0, |s| s.outbound.len());
+                negotiated(&span, result.as_ref().map(|()| (session, tracks)));
                 let _ = reply.send(result);
             }
             EngineCommand::RemoteCandidate {
@@ -1283,7 +1294,11 @@ impl Engine {
     }
 
     fn send_offer(&mut self, key: SessionKey, now: Instant) {
-        match self.make_offer(key, now) {
+        let owner = self.sessions.get(&key).map(|s| s.participant.clone());
+        let span = negotiation_span("subscribe_reoffer", owner.as_ref(), Some(key));
+        let result = self.make_offer(key, now);
+        negotiated(&span, result.as_ref().map(|o| (o.session, o.tracks.len())));
+        match result {
             Ok(offer) => {
                 if let Some(s) = self.sessions.get(&key) {
                     s.events.send(EdgeEvent::SubscribeOffer {
@@ -1376,6 +1391,51 @@ impl Engine {
             reason: reason.to_owned(),
         });
         self.metrics.sessions.set(self.sessions.len() as i64);
+    }
+}
+
+/// The `negotiation` span of one SDP step of a peer session (an offer or answer handled, never
+/// a packet): `kind` is publish, subscribe (the client offered), subscribe_offer (the node
+/// offered), subscribe_answer or subscribe_reoffer.
+fn negotiation_span(
+    kind: &'static str,
+    participant: Option<&ParticipantId>,
+    session: Option<SessionKey>,
+) -> tracing::span::EnteredSpan {
+    tracing::info_span!(
+        "negotiation",
+        kind,
+        participant = participant.map(tracing::field::display),
+        session,
+        tracks = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty
+    )
+    .entered()
+}
+
+/// Records how a negotiation step ended: the session and its track count, or the kind of error
+/// (never its text, which can quote the SDP).
+fn negotiated(span: &tracing::Span, result: Result<(SessionKey, usize), &EdgeError>) {
+    match result {
+        Ok((session, tracks)) => {
+            span.record("session", session);
+            span.record("tracks", tracks);
+            span.record("outcome", "ok");
+        }
+        Err(e) => {
+            let (outcome, failed) = match e {
+                EdgeError::InvalidSdp(_) => ("invalid_sdp", true),
+                EdgeError::Negotiation(_) => ("failed", true),
+                EdgeError::UnknownSession => ("unknown_session", false),
+                EdgeError::UnknownTrack => ("unknown_track", false),
+                EdgeError::EngineGone => ("engine_gone", true),
+            };
+            span.record("outcome", outcome);
+            if failed {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
     }
 }
 

@@ -154,6 +154,74 @@ pub fn administrator(
     Ok(Some(claims))
 }
 
+/// Who calls an admin endpoint (`/admin/…`, `/api/admin/…`).
+#[derive(Debug, Clone)]
+pub enum AdminCaller {
+    /// The node's `--admin-token`, an operator's access token, or (in `--insecure-dev` without
+    /// an admin token) a loopback caller: everything.
+    Operator { actor: String },
+    /// A tenant admin's access token: that tenant's rooms only.
+    TenantAdmin(AccessClaims),
+}
+
+impl AdminCaller {
+    /// Who acted, for the audit log.
+    pub fn actor(&self) -> &str {
+        match self {
+            AdminCaller::Operator { actor } => actor,
+            AdminCaller::TenantAdmin(c) => &c.sub,
+        }
+    }
+
+    pub fn is_operator(&self) -> bool {
+        matches!(self, AdminCaller::Operator { .. })
+    }
+}
+
+/// The caller of an admin endpoint, or the refusal (401 without a credential that works, 403
+/// for a token without the admin grant).
+pub fn admin_caller(
+    state: &AppState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<AdminCaller, Refusal> {
+    let configured = state.admin.as_ref().and_then(|a| a.token.as_deref());
+    let presented = bearer(headers);
+    if let (Some(token), Some(p)) = (configured, presented)
+        && same_secret(p, token)
+    {
+        return Ok(AdminCaller::Operator {
+            actor: "admin-token".to_owned(),
+        });
+    }
+    match state.access.as_ref() {
+        AccessControl::Enforced(_) => {
+            let claims = state
+                .access
+                .claims(headers)?
+                .ok_or_else(|| Refusal::Unauthenticated("no access token".into()))?;
+            if claims.is_operator() {
+                Ok(AdminCaller::Operator { actor: claims.sub })
+            } else if claims.grants.admin {
+                Ok(AdminCaller::TenantAdmin(claims))
+            } else {
+                Err(Refusal::Forbidden(
+                    "only operators and tenant admins may do this".into(),
+                ))
+            }
+        }
+        AccessControl::Open if configured.is_none() && peer.ip().is_loopback() => {
+            Ok(AdminCaller::Operator {
+                actor: "loopback".to_owned(),
+            })
+        }
+        AccessControl::Open => Err(Refusal::Unauthenticated(
+            "admin endpoints need the node's admin token (or a loopback caller when none is set)"
+                .into(),
+        )),
+    }
+}
+
 /// `/metrics`: the scrape credential when one is configured; otherwise loopback scrapers only
 /// (in `--insecure-dev` too, unless the node is bound to loopback anyway).
 #[allow(clippy::result_large_err)]

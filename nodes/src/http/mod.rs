@@ -4,11 +4,13 @@
 
 mod accounts_api;
 pub mod admin;
+pub mod admin_api;
 mod api;
 mod audit_api;
 pub mod guard;
 mod invites;
 mod login;
+pub mod node_client;
 mod page;
 pub mod rate_limits;
 mod state;
@@ -28,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/app.js", get(page::app_js))
         .route("/style.css", get(page::style_css))
+        .route("/operator", get(page::operator))
+        .route("/operator.js", get(page::operator_js))
         .route("/ws", get(ws::upgrade))
         .route("/whip/{room}", post(whip::publish))
         .route("/whep/{room}", post(whip::subscribe_first))
@@ -62,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/rooms/{room}/invites", post(invites::create))
         .route("/admin/drain", post(admin::drain))
         .route("/admin/status", get(admin::status))
+        .merge(admin_api::routes())
         .layer(DefaultBodyLimit::max(MAX_SIGNAL_MESSAGE_BYTES))
         .with_state(state)
 }

@@ -49,6 +49,9 @@ pub struct AdminSettings {
     pub drain_deadline: std::time::Duration,
     /// Set when a drain finished and the node should stop.
     pub drained: tokio::sync::watch::Sender<bool>,
+    /// The CA that HTTPS URLs of other nodes are checked against when the admin API forwards
+    /// a request (the mesh CA of `--certs`); plain-HTTP nodes need none.
+    pub forward_ca: Option<std::path::PathBuf>,
 }
 
 impl AppState {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+use tracing::field::Empty;
 use tracing::{debug, info, warn};
 
 /// How long the Hello exchange may take.
@@ -122,8 +123,30 @@ fn check_hello(message: Option<RelayMessage>) -> Result<(String, String), LinkEr
     }
 }
 
-/// Dials `peer` at `addr` and exchanges Hellos.
+/// Dials `peer` at `addr` and exchanges Hellos, timed by a `cascade.dial` span.
 pub async fn dial(
+    endpoint: &quinn::Endpoint,
+    client_config: quinn::ClientConfig,
+    addr: std::net::SocketAddr,
+    peer: &str,
+    node: &str,
+    site: &str,
+) -> Result<(quinn::Connection, Handshaken), LinkError> {
+    let span = tracing::info_span!(
+        "cascade.dial",
+        node,
+        site,
+        peer,
+        peer_site = Empty,
+        outcome = Empty,
+        otel.status_code = Empty
+    );
+    let result = dial_peer(endpoint, client_config, addr, peer, node, site).await;
+    handshake_outcome(&span, result.as_ref().map(|(_, h)| h));
+    result
+}
+
+async fn dial_peer(
     endpoint: &quinn::Endpoint,
     client_config: quinn::ClientConfig,
     addr: std::net::SocketAddr,
@@ -167,9 +190,55 @@ pub async fn dial(
     }
 }
 
+/// Records the end of a link's handshake on its `cascade.*` span: the peer and its site, or the
+/// kind of failure (never addresses). The span is never entered: quinn's connection span would
+/// become its child and keep it open for the whole life of the link.
+fn handshake_outcome(span: &tracing::Span, result: Result<&Handshaken, &LinkError>) {
+    match result {
+        Ok(h) => {
+            span.record("peer", h.peer.as_str());
+            span.record("peer_site", h.site.as_str());
+            span.record("outcome", "up");
+        }
+        Err(e) => {
+            span.record(
+                "outcome",
+                match e {
+                    LinkError::Connect(_) => "connect_failed",
+                    LinkError::Stream(_) => "stream_failed",
+                    LinkError::Frame(_) => "malformed_frame",
+                    LinkError::Handshake(_) => "handshake_failed",
+                    LinkError::WrongIdentity(_) => "wrong_identity",
+                    LinkError::Timeout => "timeout",
+                },
+            );
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 /// Completes an incoming connection: TLS (the client certificate is checked by the verifier),
-/// then the Hello, whose node id must match the certificate.
+/// then the Hello, whose node id must match the certificate. Timed by a `cascade.accept` span.
 pub async fn accept(
+    incoming: quinn::Incoming,
+    node: &str,
+    site: &str,
+) -> Result<(quinn::Connection, Handshaken), LinkError> {
+    let span = tracing::info_span!(
+        "cascade.accept",
+        node,
+        site,
+        peer = Empty,
+        peer_site = Empty,
+        outcome = Empty,
+        otel.status_code = Empty
+    );
+    let result = accept_peer(incoming, node, site).await;
+    handshake_outcome(&span, result.as_ref().map(|(_, h)| h));
+    result
+}
+
+async fn accept_peer(
     incoming: quinn::Incoming,
     node: &str,
     site: &str,
@@ -231,7 +300,7 @@ pub async fn run(
         mut send,
         mut recv,
     } = handshaken;
-    let peer_metrics = metrics.relay.peer(&peer);
+    let peer_metrics = metrics.relay.peer(&peer, &site);
     let (control_tx, mut control_rx) = mpsc::unbounded_channel::<RelayMessage>();
     let link = Arc::new(LinkTx::new(
         id,

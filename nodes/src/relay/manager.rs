@@ -199,6 +199,7 @@ impl PendingRelay {
             fetches: HashMap::new(),
             next_fetch: 1,
             nodes: NodeView::default(),
+            metrics,
         };
         tokio::spawn(manager.run(self.rx));
         Ok(local)
@@ -418,6 +419,8 @@ struct Manager {
     serving: HashMap<(LinkId, u32), Serving>,
     fetches: HashMap<u64, Fetch>,
     next_fetch: u64,
+    /// Failover events (peers lost, subscriptions re-routed) are counted here.
+    metrics: Arc<Metrics>,
     /// The control plane's latest view of the live nodes.
     nodes: NodeView,
 }
@@ -590,6 +593,19 @@ impl Manager {
 
     /// The peer stayed away past the grace period: its members and tracks leave the rooms.
     fn forget_peer(&mut self, peer: &str) {
+        let peer_site = self.nodes.nodes.get(peer).map(|n| n.site.clone());
+        let span = tracing::info_span!("failover.peer_gone", node = %self.node, site = %self.site,
+            peer = %peer, peer_site = peer_site.as_deref(), rooms = self.local.len(),
+            tracks = tracing::field::Empty)
+        .entered();
+        self.metrics
+            .mesh
+            .failover(crate::metrics::FailoverKind::PeerLost);
+        if self.registry_says_gone(peer) {
+            // A node that left the mesh (drained, removed) has no link to watch any more; one
+            // still registered keeps its `link_up 0` for the link-down alert.
+            self.metrics.relay.forget(peer);
+        }
         info!(peer = %peer, "relay peer gone; removing its part of the rooms");
         for room in self.local.keys() {
             self.rooms.remote(room, peer, RemoteRoomEvent::NodeGone);
@@ -600,6 +616,7 @@ impl Manager {
             .filter(|(_, m)| m.origin == peer)
             .map(|(t, _)| t.clone())
             .collect();
+        span.record("tracks", gone.len());
         for track in gone {
             self.drop_remote_track(&track);
         }
@@ -823,6 +840,9 @@ impl Manager {
             }
             RelayMessage::Redirect { channel, via } => {
                 if let Some(track) = self.channels.remove(&channel) {
+                    self.metrics
+                        .mesh
+                        .failover(crate::metrics::FailoverKind::SubscriptionRerouted);
                     info!(track = %track, via = %via, "subscription redirected");
                     self.to_engine(RelayToEngine::DetachUpstream {
                         track: track.clone(),
@@ -1031,6 +1051,10 @@ impl Manager {
         w.subscription = Some((channel, target.clone()));
         let layers = w.layers;
         let room = meta.room.clone();
+        let _span = tracing::info_span!("cascade.subscribe", node = %self.node, room = %room,
+            track = %track, origin = %meta.origin, upstream = %target,
+            upstream_site = %link.peer_site, channel, layers = layers.0)
+        .entered();
         self.to_engine(RelayToEngine::AttachUpstream {
             track: track.clone(),
             link: link.clone(),
