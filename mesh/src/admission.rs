@@ -4,7 +4,7 @@
 //! come back as the same participant on another node. The actor knows only this trait; the node
 //! implements it over its control plane.
 
-use kaskade_proto::signal::{ErrorCode, Role};
+use kaskade_proto::signal::{ErrorCode, IceServer, Role};
 use kaskade_proto::{ParticipantId, RoomName};
 
 /// What to do with a join.
@@ -120,6 +120,12 @@ pub trait JoinGate: Send + Sync {
 
     /// WebSocket URLs of other nodes a client of this node should try if it goes away.
     fn alternates(&self) -> Vec<String>;
+
+    /// STUN/TURN servers (with credentials made for `participant`) for the client's peer
+    /// connections; none by default.
+    fn ice_servers(&self, _participant: &ParticipantId) -> Vec<IceServer> {
+        Vec::new()
+    }
 }
 
 /// The single-node policy: every join is taken here; resume tokens are the participant id

@@ -720,6 +720,7 @@ impl ParticipantState {
                     settings: snapshot.settings,
                     audience: snapshot.audience,
                     dominant_speaker: snapshot.dominant_speaker,
+                    ice_servers: self.gate.ice_servers(&self.participant),
                 });
                 if let Some(note) = snapshot.role_note {
                     self.fail(ErrorCode::Forbidden, note);

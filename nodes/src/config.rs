@@ -284,6 +284,17 @@ pub struct NodeArgs {
     /// (default 30).
     #[arg(long, env = "KASKADE_DRAIN_DEADLINE_SECS")]
     pub drain_deadline_secs: Option<u64>,
+    /// A TURN server handed to clients, e.g. `turn:turn.example.org:3478?transport=udp`
+    /// (repeat for more; comma-separated in the environment). Needs --turn-secret.
+    #[arg(long = "turn-url", env = "KASKADE_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN servers (coturn: `use-auth-secret` and
+    /// `static-auth-secret`); clients get credentials made from it that expire.
+    #[arg(long, env = "KASKADE_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// How long a client's TURN credential stays valid, in seconds (default 3600).
+    #[arg(long, env = "KASKADE_TURN_CREDENTIAL_LIFETIME_SECS")]
+    pub turn_credential_lifetime_secs: Option<u64>,
     /// Sessions this node is sized for: reported in the registry, the operator page and the
     /// `kaskade_capacity_sessions` metric (the "node over capacity" alert). Not a hard limit.
     #[arg(long, env = "KASKADE_CAPACITY_SESSIONS")]
@@ -360,6 +371,10 @@ struct FileConfig {
     drain_deadline_secs: Option<u64>,
     capacity_sessions: Option<u64>,
     #[serde(default)]
+    turn_urls: Vec<String>,
+    turn_secret: Option<String>,
+    turn_credential_lifetime_secs: Option<u64>,
+    #[serde(default)]
     insecure_dev: bool,
     data_dir: Option<PathBuf>,
     metrics_token: Option<String>,
@@ -398,6 +413,8 @@ pub struct NodeConfig {
     pub drain_deadline: Duration,
     /// Sessions the node is sized for; 0 when not configured.
     pub capacity_sessions: u64,
+    /// TURN servers handed to clients, with their shared secret.
+    pub turn: Option<crate::turn::TurnServers>,
     /// No access control (`--insecure-dev`, loopback only).
     pub insecure_dev: bool,
     pub data_dir: Option<PathBuf>,
@@ -437,6 +454,38 @@ pub enum ConfigError {
     },
     #[error("--tls-self-signed and --tls-cert/--tls-key exclude each other: give one of them")]
     TlsConflict,
+    #[error("{0}")]
+    Turn(&'static str),
+}
+
+/// The TURN servers from `--turn-url`, `--turn-secret` and the credential lifetime: none, or
+/// all of URLs and secret.
+fn turn_servers(
+    urls: Vec<String>,
+    secret: Option<String>,
+    lifetime_secs: Option<u64>,
+) -> Result<Option<crate::turn::TurnServers>, ConfigError> {
+    let lifetime = std::time::Duration::from_secs(lifetime_secs.unwrap_or(3600));
+    match (urls.is_empty(), secret) {
+        (true, None) => Ok(None),
+        (true, Some(_)) => Err(ConfigError::Turn("--turn-secret needs --turn-url")),
+        (false, None) => Err(ConfigError::Turn(
+            "--turn-url needs --turn-secret (the TURN server's static-auth-secret)",
+        )),
+        (false, Some(secret)) => {
+            let valid = |u: &String| {
+                ["turn:", "turns:", "stun:"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+            };
+            if !urls.iter().all(valid) {
+                return Err(ConfigError::Turn(
+                    "--turn-url takes turn:, turns: or stun: URLs (e.g. turn:turn.example.org:3478?transport=udp)",
+                ));
+            }
+            Ok(Some(crate::turn::TurnServers::new(urls, secret, lifetime)))
+        }
+    }
 }
 
 /// The HTTP endpoint's TLS from the resolved `--tls-cert`, `--tls-key` and `--tls-self-signed`.
@@ -567,6 +616,16 @@ impl NodeArgs {
                 .capacity_sessions
                 .or(file.capacity_sessions)
                 .unwrap_or(0),
+            turn: turn_servers(
+                if self.turn_urls.is_empty() {
+                    file.turn_urls
+                } else {
+                    self.turn_urls
+                },
+                self.turn_secret.or(file.turn_secret),
+                self.turn_credential_lifetime_secs
+                    .or(file.turn_credential_lifetime_secs),
+            )?,
             insecure_dev: self.insecure_dev || file.insecure_dev,
             data_dir: self.data_dir.or(file.data_dir),
             metrics_token: self.metrics_token.or(file.metrics_token),
@@ -617,6 +676,27 @@ impl NodeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn turn_needs_urls_and_secret_together() {
+        assert_eq!(turn_servers(vec![], None, None).unwrap(), None);
+        assert!(matches!(
+            turn_servers(vec!["turn:t:3478".into()], None, None),
+            Err(ConfigError::Turn(_))
+        ));
+        assert!(matches!(
+            turn_servers(vec![], Some("s".into()), None),
+            Err(ConfigError::Turn(_))
+        ));
+        assert!(matches!(
+            turn_servers(vec!["http://t".into()], Some("s".into()), None),
+            Err(ConfigError::Turn(_))
+        ));
+        let turn = turn_servers(vec!["turn:t:3478".into()], Some("s".into()), Some(600))
+            .unwrap()
+            .unwrap();
+        assert_eq!(turn.lifetime, std::time::Duration::from_secs(600));
+    }
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod relay;
 pub mod telemetry;
 pub mod tls;
+pub mod turn;
 
 use anyhow::Context;
 use clap::Parser;
@@ -340,6 +341,7 @@ pub async fn run_node(config: NodeConfig) -> anyhow::Result<()> {
         .with_access(access)
         .with_limits(limits)
         .with_audit(auditor)
+        .with_turn(config.turn.clone())
         .with_relay(relay_handle)
         .with_cluster(
             cluster.clone(),

@@ -224,6 +224,7 @@
   let mediaGenerations = 0; // counts tracks given to tiles, see stats().mediaGeneration
   let lastState = 'idle';
   let siteParam = null; // `?site=` of the page: the site the user wants to be served from
+  let relayOnly = false; // `?relay=1`: media only through the node's TURN servers (checks a TURN set-up)
   let auth = null; // the access token the page sends and who it says we are, see authRecord()
   let urlToken = null; // `?token=` of the page (an invite link) until it expires, fails or we log out
   let loginRequired = false; // the node answered `unauthorized` and no login succeeded since
@@ -1589,6 +1590,7 @@
     if (c.lobby) console.info('kaskade: a host let us in');
     c.lobby = false;
     c.participantId = m.participant;
+    c.iceServers = validIceServers(m.ice_servers);
     // What a later move needs: who we are (token) and where else to go.
     c.resumeToken = isStr(m.resume_token) ? m.resume_token : '';
     c.alternates = Array.isArray(m.alternates) ? uniqueUrls(m.alternates) : [];
@@ -2477,9 +2479,25 @@
     return e2eeWorker;
   }
 
-  /** The peer connection configuration: only the encoded-streams fallback of E2EE changes it. */
+  /** The STUN/TURN servers of a `joined` message that look like RTCIceServer entries. */
+  function validIceServers(list) {
+    if (!Array.isArray(list)) return [];
+    return list
+      .filter((x) => isObj(x) && Array.isArray(x.urls) && x.urls.every(isStr))
+      .map((x) => ({
+        urls: x.urls,
+        ...(isStr(x.username) ? { username: x.username } : {}),
+        ...(isStr(x.credential) ? { credential: x.credential } : {}),
+      }));
+  }
+
+  /**
+   * The peer connection configuration: the node's STUN/TURN servers (with `?relay=1`, only
+   * through TURN, to check a TURN set-up) and the encoded-streams fallback of E2EE.
+   */
   function pcConfig() {
-    const config = { iceServers: [] };
+    const config = { iceServers: (call && call.iceServers) || [] };
+    if (relayOnly) config.iceTransportPolicy = 'relay';
     const e = call && call.e2ee;
     if (e && e.mode === 'encoded-streams') config.encodedInsertableStreams = true;
     return config;
@@ -3896,6 +3914,7 @@
     });
 
     const params = new URLSearchParams(window.location.search);
+    relayOnly = params.get('relay') === '1';
     const room = params.get('room');
     const name = params.get('name');
     if (room !== null) ui.room.value = room;

@@ -61,6 +61,17 @@ pub struct TrackInfo {
     pub muted: bool,
 }
 
+/// A STUN or TURN server as `RTCPeerConnection`'s `iceServers` takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:host:port?transport=udp`, `stun:host:port`, …
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// What a participant may do in a room. Enforced by the node, not by the page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -340,6 +351,10 @@ pub enum ServerMessage {
         /// Who speaks now, if anyone.
         #[serde(default)]
         dominant_speaker: Option<ParticipantId>,
+        /// STUN/TURN servers for the client's peer connections (TURN with short-lived
+        /// credentials); empty when the node has none configured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// Reply to `join`: this room's participants of your site are served by another node; open
     /// a WebSocket to `url` and send the same `join` there. The node closes this socket.

@@ -31,6 +31,8 @@ aioice.ice.get_host_addresses = lambda *a, **k: ["127.0.0.1"]
 from aiortc import (  # noqa: E402  (must come after the patch above)
     MediaStreamTrack,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -66,9 +68,16 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def new_peer_connection() -> RTCPeerConnection:
-    """A peer connection with no STUN/TURN servers (aiortc falls back to a public STUN otherwise)."""
-    return RTCPeerConnection(RTCConfiguration(iceServers=[]))
+def new_peer_connection(ice_servers=None, relay_only: bool = False) -> RTCPeerConnection:
+    """A peer connection with the node's STUN/TURN servers (`ice_servers` as in `joined`; none by
+    default: aiortc would fall back to a public STUN otherwise); `relay_only` gathers TURN
+    relay candidates only."""
+    servers = [
+        RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+        for s in (ice_servers or [])
+    ]
+    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
+    return RTCPeerConnection(RTCConfiguration(iceServers=servers, iceTransportPolicy=policy))
 
 
 async def wait_for(predicate, timeout: float, what: str, interval: float = 0.02) -> None:

@@ -62,7 +62,9 @@ async def run(args) -> int:
         # "Publishing" means packets leave: wait for the first frames to have been encoded.
         await kc.wait_for(lambda: video.frames_sent > 0 and audio.frames_sent > 0,
                           args.connect_timeout, "the first frames to be sent")
-        kc.emit("publishing", publisher=publisher, location=location)
+        # RFC 9725 `Link: <turn:…>; rel="ice-server"` headers of the answer (the last one).
+        kc.emit("publishing", publisher=publisher, location=location,
+                ice_server_link=resp.headers.get("link", ""))
         stopped_early = await kc.wait_stop_or_timeout(stop, args.seconds)
         if pc.connectionState != "connected":
             kc.log(f"connection state at the end: {pc.connectionState}")

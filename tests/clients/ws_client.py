@@ -63,6 +63,7 @@ class Client:
         self.stop = asyncio.Event()
         self.joined = asyncio.Event()
         self.close_info = None
+        self.ice_servers: list = []  # from `joined`
 
     async def send(self, msg: dict) -> None:
         await self.ws.send(json.dumps(msg))
@@ -70,7 +71,7 @@ class Client:
     # -- publish connection ------------------------------------------------------------------
 
     async def start_publishing(self) -> None:
-        pc = kc.new_peer_connection()
+        pc = kc.new_peer_connection(self.ice_servers, self.args.relay_only)
         self.pub_pc = pc
         self.pub_audio = kc.ToneAudioTrack(self.args.tone_amplitude)
         pc.addTransceiver(self.pub_audio, direction="sendonly")
@@ -122,7 +123,7 @@ class Client:
     async def on_subscribe_offer(self, msg: dict) -> None:
         self.sub_tracks = dict(msg.get("tracks", {}))
         if self.sub_pc is None:
-            pc = kc.new_peer_connection()
+            pc = kc.new_peer_connection(self.ice_servers, self.args.relay_only)
             self.sub_pc = pc
 
             @pc.on("track")
@@ -159,6 +160,7 @@ class Client:
             if kind == "joined":
                 self.participant = msg.get("participant")
                 self.role = msg.get("role")
+                self.ice_servers = msg.get("ice_servers") or []
                 self.joined.set()
                 if self.args.publish:
                     await self.start_publishing()
@@ -269,6 +271,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0,
                    help="how long to stay after joining (default 10)")
     p.add_argument("--connect-timeout", type=float, default=15.0)
+    p.add_argument("--relay-only", action="store_true",
+                   help="media only through the TURN servers the node names in `joined`")
     return asyncio.run(Client(p.parse_args()).run())
 
 

@@ -169,6 +169,8 @@ pub struct ClusterGate {
     pub limits: Arc<RateLimits>,
     /// The session's client address: a key of the join limit, never logged.
     pub client: IpAddr,
+    /// TURN servers for the client, if the node has some.
+    pub turn: Option<Arc<crate::turn::TurnServers>>,
 }
 
 #[async_trait::async_trait]
@@ -253,5 +255,12 @@ impl JoinGate for ClusterGate {
 
     fn alternates(&self) -> Vec<String> {
         self.cluster.alternates()
+    }
+
+    fn ice_servers(&self, participant: &ParticipantId) -> Vec<kaskade_proto::signal::IceServer> {
+        self.turn
+            .iter()
+            .map(|t| t.ice_server(&participant.0, crate::turn::unix_now()))
+            .collect()
     }
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// The audit log; `None` only in unit setups without a control plane.
     pub audit: Option<Auditor>,
+    /// TURN servers handed to clients (`--turn-url`), with their shared secret.
+    pub turn: Option<Arc<crate::turn::TurnServers>>,
 }
 
 /// What the admin endpoints need.
@@ -73,7 +75,13 @@ impl AppState {
             access: Arc::new(AccessControl::Open),
             limits: Arc::new(RateLimits::new(RateSettings::default())),
             audit: None,
+            turn: None,
         }
+    }
+
+    pub fn with_turn(mut self, turn: Option<crate::turn::TurnServers>) -> Self {
+        self.turn = turn.map(Arc::new);
+        self
     }
 
     pub fn with_audit(mut self, audit: Auditor) -> Self {
@@ -123,6 +131,7 @@ impl AppState {
                 access: self.access.clone(),
                 limits: self.limits.clone(),
                 client,
+                turn: self.turn.clone(),
             }),
             None => Arc::new(kaskade_mesh::admission::AdmitAll),
         }

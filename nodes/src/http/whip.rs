@@ -83,6 +83,14 @@ fn created(state: &AppState, session: HttpSession, answer: String, publisher: bo
     if publisher && let Ok(v) = participant.parse() {
         response.headers_mut().insert("x-kaskade-publisher", v);
     }
+    // The TURN servers, for a client that restarts ICE through them (RFC 9725 `ice-server`).
+    if let Some(turn) = &state.turn {
+        for link in turn.link_headers(&participant, crate::turn::unix_now()) {
+            if let Ok(v) = link.parse() {
+                response.headers_mut().append(header::LINK, v);
+            }
+        }
+    }
     response
 }
 
