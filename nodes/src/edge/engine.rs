@@ -1517,21 +1517,29 @@ fn default_codec(kind: MediaKind) -> RTCRtpCodec {
 }
 
 /// H264 profiles and packetization modes must match; other codecs match by name.
-fn fmtp_compatible(a: &str, b: &str) -> bool {
+/// Whether a publisher's codec parameters `sent` suit a subscriber's `accepted` ones: for H.264
+/// a profile the subscriber decodes ([`super::h264_profile`]; the level may differ) and the
+/// same packetization mode; codecs without a profile always.
+fn fmtp_compatible(accepted: &str, sent: &str) -> bool {
     fn param<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
         fmtp.split(';')
             .filter_map(|kv| kv.trim().split_once('='))
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.trim())
     }
-    // profile_idc + profile-iop; the level may differ.
-    let profile = |f: &str| {
-        param(f, "profile-level-id").map(|p| p.get(..4).unwrap_or(p).to_ascii_lowercase())
+    use super::h264_profile::{decodable, profile_of};
+    let profiles = match (
+        param(accepted, "profile-level-id"),
+        param(sent, "profile-level-id"),
+    ) {
+        (None, None) => return true,
+        (Some(a), Some(s)) => match (profile_of(a), profile_of(s)) {
+            (Some(a), Some(s)) => decodable(s, a),
+            _ => a.eq_ignore_ascii_case(s),
+        },
+        _ => false,
     };
-    match (profile(a), profile(b)) {
-        (None, None) => true,
-        (pa, pb) => pa == pb && param(a, "packetization-mode") == param(b, "packetization-mode"),
-    }
+    profiles && param(accepted, "packetization-mode") == param(sent, "packetization-mode")
 }
 
 fn new_track_id() -> TrackId {
@@ -1543,6 +1551,32 @@ mod tests {
     use super::*;
     use kaskade_proto::relay::RelayTrack;
     use kaskade_proto::signal::TrackInfo;
+
+    #[test]
+    fn h264_streams_reach_subscribers_that_spell_the_profile_differently() {
+        let x264 = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42c01f";
+        let chrome = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+        let baseline = "packetization-mode=1;profile-level-id=42001f";
+        let high = "packetization-mode=1;profile-level-id=640032";
+        let mode0 = "profile-level-id=42e01f";
+        assert!(
+            fmtp_compatible(chrome, x264),
+            "constrained baseline either way"
+        );
+        assert!(fmtp_compatible(x264, chrome));
+        assert!(fmtp_compatible(baseline, x264), "to a baseline decoder");
+        assert!(
+            !fmtp_compatible(x264, baseline),
+            "baseline is more than constrained"
+        );
+        assert!(!fmtp_compatible(chrome, high));
+        assert!(
+            !fmtp_compatible(chrome, mode0),
+            "packetization modes differ"
+        );
+        assert!(fmtp_compatible("", ""), "VP8, Opus: no profile");
+        assert!(!fmtp_compatible(chrome, ""));
+    }
 
     async fn engine() -> Engine {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();

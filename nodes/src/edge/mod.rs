@@ -7,6 +7,7 @@ pub mod batch_send;
 pub mod datagram;
 pub mod engine;
 pub mod feedback_interceptor;
+pub mod h264_profile;
 pub mod offer;
 pub mod peer_factory;
 

@@ -152,8 +152,10 @@ pub fn parse_offer(sdp: &str) -> Result<Vec<OfferedTrack>, OfferError> {
             .ok_or(OfferError::MissingMid(index))?
             .to_owned();
         let sends = media.has_attribute("sendonly") || media.has_attribute("sendrecv");
-        let port_zero = media.media_name.port.value == 0;
-        if !sends || port_zero {
+        // Port 0 rejects an m-line, except under `a=bundle-only` (JSEP's max-bundle, as
+        // GStreamer's webrtcbin offers): that one rides the BUNDLE transport.
+        let rejected = media.media_name.port.value == 0 && !media.has_attribute("bundle-only");
+        if !sends || rejected {
             continue;
         }
         sending.push(OfferedTrack {
@@ -214,6 +216,22 @@ a=rid:f send\r\na=rid:q send\r\na=rid:h send\r\na=simulcast:send f;q;h\r\n";
         assert_eq!(tracks[0].mid, "0");
         assert!(tracks[0].rids.is_empty());
         assert_eq!(tracks[1].rids, vec!["q", "h", "f"]);
+    }
+
+    #[test]
+    fn bundle_only_lines_with_port_zero_publish_but_rejected_ones_do_not() {
+        let bundle_only = OFFER.replacen(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n",
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=bundle-only\r\na=mid:0\r\n",
+            1,
+        );
+        assert!(bundle_only.contains("m=audio 0"));
+        let tracks = parse_offer(&bundle_only).unwrap();
+        assert_eq!(tracks.len(), 2, "the bundle-only audio is published");
+        let rejected = OFFER.replacen("m=audio 9", "m=audio 0", 1);
+        let tracks = parse_offer(&rejected).unwrap();
+        assert_eq!(tracks.len(), 1, "a plain port-0 line is rejected");
+        assert_eq!(tracks[0].kind, MediaKind::Video);
     }
 
     #[test]
