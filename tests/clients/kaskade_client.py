@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import json
 import math
 import signal
-import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from client_output import emit, log  # noqa: F401  (re-exported: clients call kc.emit, kc.log)
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -54,18 +54,6 @@ MAX_STALLS = 100
 TONE_HZ = 400  # 48000 / 400 = 120 samples a period: one 20 ms frame holds exactly 8 periods
 
 
-def emit(event: str, **fields) -> None:
-    """Prints one JSON line on stdout (the clients' only stdout output) and flushes it."""
-    record = {"event": event}
-    record.update(fields)
-    sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
-def log(message: str) -> None:
-    """Diagnostics go to stderr so that stdout stays machine-readable."""
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
 
 
 def new_peer_connection(ice_servers=None, relay_only: bool = False) -> RTCPeerConnection:

@@ -35,24 +35,29 @@ pub fn clients_dir() -> PathBuf {
 pub fn require_python_deps() {
     static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
     let result = CHECK.get_or_init(|| {
-        let out = Command::new(python())
-            .args([
-                "-c",
-                "import aiortc, websockets, av; print(aiortc.__version__)",
-            ])
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", python().display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        python_check(
+            &python(),
+            "import aiortc, websockets, av; print(aiortc.__version__)",
+        )
     });
     if let Err(e) = result {
         panic!(
             "the aiortc clients need Python packages: run `pip install -r tests/requirements.txt` \
              (or set KASKADE_PYTHON); import failed with:\n{e}"
         );
+    }
+}
+
+/// Runs `code` with the interpreter `python`; its stderr when it fails.
+pub fn python_check(python: &std::path::Path, code: &str) -> Result<(), String> {
+    let out = Command::new(python)
+        .args(["-c", code])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
