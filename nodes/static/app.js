@@ -1079,6 +1079,21 @@
   }
 
   /**
+   * A move whose new node refuses us (`why`) while the session on the current node still runs:
+   * drops the attempt and keeps that session. False (nothing done) when there is no such session.
+   */
+  function stayOnCurrentNode(c, s, why) {
+    if (!(c.link.kind === 'move' && live(sess) && sess !== s && sess.joined)) return false;
+    console.warn(`kaskade: ${why}; staying on the current node`);
+    closeTransport(s);
+    c.link = null;
+    delete document.body.dataset.moving;
+    updateStatus();
+    updateControls();
+    return true;
+  }
+
+  /**
    * `room_locked`: a host locked the room and we would be new in it. Not fatal and nothing to
    * retry by itself: back to the join form, whose button tries again. During a move (we came
    * back as a new participant) a session that still runs is kept.
@@ -1086,15 +1101,7 @@
   function lockedOut(c, s) {
     const link = c.link;
     if (!link || link.attempt !== s || s.closed || c.ended) return;
-    if (link.kind === 'move' && live(sess) && sess !== s && sess.joined) {
-      console.warn('kaskade: the room is locked to newcomers; staying on the current node');
-      closeTransport(s);
-      c.link = null;
-      delete document.body.dataset.moving;
-      updateStatus();
-      updateControls();
-      return;
-    }
+    if (stayOnCurrentNode(c, s, 'the room is locked to newcomers')) return;
     endCall(ROOM_LOCKED_TEXT, 'locked', { banner: false });
     setStatus('Room locked');
   }
@@ -1129,15 +1136,7 @@
     if (c.passwordSent) roomPasswords.delete(c.room); // it was wrong (or changed): do not send it again
     const link = c.link;
     if (!link || link.attempt !== s || s.closed || c.ended) return;
-    if (link.kind === 'move' && live(sess) && sess !== s && sess.joined) {
-      console.warn('kaskade: the room asks for a password again; staying on the current node');
-      closeTransport(s);
-      c.link = null;
-      delete document.body.dataset.moving;
-      updateStatus();
-      updateControls();
-      return;
-    }
+    if (stayOnCurrentNode(c, s, 'the room asks for a password again')) return;
     closeTransport(s);
     cancelLink(c);
     c.ended = true;

@@ -9,8 +9,7 @@
 // {"event":"sample","page":…,"t_ms":…,"width":…,"height":…,"frames":…,"estimate_bps":…}
 // and at the end {"event":"result","ok":…}.
 
-import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, joinedView, pageView, sleep, parseOptions } from './harness.mjs';
+import { emit, joinedView, launchChromium, pageView, parseOptions, sleep } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,11 +43,9 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const roles = opts.pages.split(',');
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'kaskade-chromium-'));
-  const ctx = await chromium.launchPersistentContext(profile, {
-    executablePath: opts.chromium,
-    headless: true,
+  const ctx = await launchChromium(profile, opts.chromium, {
     // The node is reached on a veth address, not localhost: let the page use the (fake) camera.
-    args: [...CHROMIUM_FLAGS, `--unsafely-treat-insecure-origin-as-secure=${opts.url}`],
+    extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${opts.url}`],
     viewport: { width: 1280, height: 800 },
   });
   const pages = {};

@@ -18,16 +18,17 @@
 // Usage: node classroom.mjs --url http://127.0.0.1:PORT --room ROOM [--artifacts DIR]
 //                           [--timeout SECONDS] [--chromium /usr/bin/chromium]
 
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_FLAGS,
   closeBrowser,
   decodedGrowth,
   emit,
   joinedView,
+  launchChromium,
+  overallTimeout,
   pageView,
   parseOptions,
   participantIdByName,
+  recordFailure,
   runMain,
   sleep,
   StageError,
@@ -146,18 +147,10 @@ async function main() {
     return page;
   };
 
-  const overall = setTimeout(async () => {
-    emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
-    process.exit(1);
-  }, opts.timeout * 1000);
+  const overall = overallTimeout(result, () => stage, opts.timeout);
 
   try {
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1280, height: 800 },
-    });
+    ctx = await launchChromium(profile, opts.chromium, { viewport: { width: 1280, height: 800 } });
 
     // The teacher is first in the room: the node makes it the host.
     stage = 'teacher-join';
@@ -525,17 +518,7 @@ async function main() {
     result.ok = true;
     result.elapsed_ms = Date.now() - started;
   } catch (e) {
-    result.ok = false;
-    result.stage = e.stage ?? stage;
-    result.reason = e.message ?? String(e);
-    result.diagnostics = {};
-    for (const [who, page] of Object.entries(pages)) {
-      try {
-        result.diagnostics[who] = await snapshot(page);
-      } catch (err) {
-        result.diagnostics[who] = { snapshotError: String(err) };
-      }
-    }
+    await recordFailure(result, e, stage, pages, snapshot);
     await shoot('failure');
   } finally {
     await closeBrowser(ctx, profile, overall);

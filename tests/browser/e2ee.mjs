@@ -12,14 +12,15 @@
 // Usage: node e2ee.mjs --url http://127.0.0.1:PORT --room ROOM [--passphrase P] [--artifacts DIR]
 //                      [--timeout SECONDS] [--chromium /usr/bin/chromium]
 
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_FLAGS,
   closeBrowser,
   decodedGrowth,
   emit,
+  launchChromium,
+  overallTimeout,
   pageView,
   parseOptions,
+  recordFailure,
   runMain,
   sleep,
   StageError,
@@ -57,10 +58,7 @@ async function main() {
     }
   };
 
-  const overall = setTimeout(() => {
-    emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
-    process.exit(1);
-  }, opts.timeout * 1000);
+  const overall = overallTimeout(result, () => stage, opts.timeout);
 
   /** Opens page `who` with the query `extra` (and `hash`) and waits until it has joined. */
   const open = async (who, extra, hash) => {
@@ -101,12 +99,7 @@ async function main() {
   };
 
   try {
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1280, height: 800 },
-    });
+    ctx = await launchChromium(profile, opts.chromium, { viewport: { width: 1280, height: 800 } });
 
     // A first, then B: A's decrypting receivers for B are added to a running call.
     stage = 'join';
@@ -218,18 +211,7 @@ async function main() {
     result.ok = true;
     result.elapsed_ms = Date.now() - started;
   } catch (e) {
-    result.ok = false;
-    result.stage = e.stage ?? stage;
-    result.reason = e.message ?? String(e);
-    result.diagnostics = {};
-    for (const [who, page] of Object.entries(pages)) {
-      if (page.isClosed()) continue;
-      try {
-        result.diagnostics[who] = await pageView(page);
-      } catch (err) {
-        result.diagnostics[who] = { viewError: String(err) };
-      }
-    }
+    await recordFailure(result, e, stage, pages, pageView);
     await shoot('failure');
   } finally {
     await closeBrowser(ctx, profile, overall);

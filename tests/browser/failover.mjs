@@ -53,8 +53,7 @@
 // Exit code: 0 when the result is printed (whatever `ok` says; the caller asserts), 1 on failure
 // before "ready" or an internal error.
 
-import { chromium } from 'playwright-core';
-import { CHROMIUM_FLAGS, emit, sleep, StageError, until } from './harness.mjs';
+import { emit, launchChromium, sleep, StageError, until } from './harness.mjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -256,10 +255,7 @@ async function main() {
   }, opts.timeout * 1000);
 
   try {
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
+    ctx = await launchChromium(profile, opts.chromium, {
       viewport: { width: 1280, height: 800 },
       // The watch ends on SIGTERM/SIGINT itself; Playwright must not close the browser first.
       handleSIGTERM: false,

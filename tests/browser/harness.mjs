@@ -2,9 +2,11 @@
 // bandwidth.mjs, lobby.mjs, operator.mjs) share — the Chromium flags checked on this machine
 // kind, JSON-lines output, polling a page until a condition holds with a stage-tagged error when
 // it does not, reading a page's test hooks and DOM (pageView, joinedView, participantIdByName,
-// decodedGrowth), and a scenario's start and end (runMain, closeBrowser).
+// decodedGrowth), and a scenario's start and end (runMain, launchChromium, overallTimeout,
+// recordFailure, closeBrowser).
 
 import fs from 'node:fs';
+import { chromium } from 'playwright-core';
 
 // Fake camera/microphone/screen without prompts, no GPU, no network services of the browser's
 // own, no throttling of pages that are not in front.
@@ -196,4 +198,47 @@ export function runMain(main) {
     emit({ event: 'result', ok: false, stage: 'setup', reason: String(e?.stack ?? e) });
     process.exit(1);
   });
+}
+
+/**
+ * Headless Chromium with the checked flags (plus `extraArgs`) on the throw-away `profile`;
+ * `options` go to Playwright as they are (viewport, signal handling).
+ */
+export function launchChromium(profile, executablePath, { extraArgs = [], ...options } = {}) {
+  return chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    args: [...CHROMIUM_FLAGS, ...extraArgs],
+    ...options,
+  });
+}
+
+/**
+ * The scenario's deadline: after `seconds` the result so far is emitted as failed at the stage
+ * `stage()` names, and the process exits.
+ */
+export function overallTimeout(result, stage, seconds) {
+  return setTimeout(() => {
+    emit({ ...result, ok: false, stage: stage(), reason: `overall timeout of ${seconds} s` });
+    process.exit(1);
+  }, seconds * 1000);
+}
+
+/**
+ * Marks `result` failed by `error` (at its own stage, else `stage`), with `describe(page)` of
+ * every page still open in `pages` ({who: page}) as diagnostics.
+ */
+export async function recordFailure(result, error, stage, pages, describe) {
+  result.ok = false;
+  result.stage = error.stage ?? stage;
+  result.reason = error.message ?? String(error);
+  result.diagnostics = {};
+  for (const [who, page] of Object.entries(pages)) {
+    if (!page || page.isClosed()) continue;
+    try {
+      result.diagnostics[who] = await describe(page);
+    } catch (err) {
+      result.diagnostics[who] = { snapshotError: String(err) };
+    }
+  }
 }

@@ -15,15 +15,16 @@
 //                       --guest-token T --password P [--artifacts DIR] [--timeout SECONDS]
 //                       [--chromium /usr/bin/chromium]
 
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_FLAGS,
   closeBrowser,
   decodedGrowth,
   emit,
   joinedView,
+  launchChromium,
+  overallTimeout,
   pageView,
   parseOptions,
+  recordFailure,
   runMain,
   sleep,
   StageError,
@@ -168,18 +169,10 @@ async function main() {
     return page;
   };
 
-  const overall = setTimeout(async () => {
-    emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
-    process.exit(1);
-  }, opts.timeout * 1000);
+  const overall = overallTimeout(result, () => stage, opts.timeout);
 
   try {
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1280, height: 900 },
-    });
+    ctx = await launchChromium(profile, opts.chromium, { viewport: { width: 1280, height: 900 } });
 
     // a. The teacher (a host account) joins, turns the lobby on and sets a room password.
     stage = 'teacher-join';
@@ -389,17 +382,7 @@ async function main() {
     result.ok = true;
     result.elapsed_ms = Date.now() - started;
   } catch (e) {
-    result.ok = false;
-    result.stage = e.stage ?? stage;
-    result.reason = e.message ?? String(e);
-    result.diagnostics = {};
-    for (const [who, page] of Object.entries(pages)) {
-      try {
-        result.diagnostics[who] = await snapshot(page);
-      } catch (err) {
-        result.diagnostics[who] = { snapshotError: String(err) };
-      }
-    }
+    await recordFailure(result, e, stage, pages, snapshot);
     await shoot('failure');
   } finally {
     await closeBrowser(ctx, profile, overall);

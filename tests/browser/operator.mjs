@@ -16,12 +16,13 @@
 //                          [--docs-shot FILE] [--artifacts DIR] [--timeout SECONDS]
 //                          [--chromium /usr/bin/chromium]
 
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_FLAGS,
   closeBrowser,
   emit,
+  launchChromium,
+  overallTimeout,
   parseOptions,
+  recordFailure,
   runMain,
   sleep,
   until,
@@ -194,18 +195,10 @@ async function main() {
     }
   };
 
-  const overall = setTimeout(() => {
-    emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
-    process.exit(1);
-  }, opts.timeout * 1000);
+  const overall = overallTimeout(result, () => stage, opts.timeout);
 
   try {
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1280, height: 900 },
-    });
+    ctx = await launchChromium(profile, opts.chromium, { viewport: { width: 1280, height: 900 } });
     page = ctx.pages()[0] ?? (await ctx.newPage());
     page.on('console', (m) => {
       consoleLines.push(m.text());
@@ -370,14 +363,7 @@ async function main() {
     result.ok = true;
     result.elapsed_ms = Date.now() - started;
   } catch (e) {
-    result.ok = false;
-    result.stage = e.stage ?? stage;
-    result.reason = e.message ?? String(e);
-    try {
-      result.diagnostics = page ? await snapshot(page) : null;
-    } catch (err) {
-      result.diagnostics = { snapshotError: String(err) };
-    }
+    await recordFailure(result, e, stage, { page }, snapshot);
     await shoot('failure');
   } finally {
     await closeBrowser(ctx, profile, overall);

@@ -8,16 +8,17 @@
 //                            [--artifacts DIR] [--timeout SECONDS] [--chromium /usr/bin/chromium]
 // Page A opens --url; page B opens --url2 when given (another node of the same mesh), else --url.
 
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM_FLAGS,
   closeBrowser,
   decodedGrowth,
   emit,
   joinedView,
+  launchChromium,
+  overallTimeout,
   pageView,
   parseOptions,
   participantIdByName,
+  recordFailure,
   runMain,
   StageError,
   tileOf,
@@ -72,18 +73,10 @@ async function main() {
     }
   };
 
-  const overall = setTimeout(async () => {
-    emit({ ...result, ok: false, stage, reason: `overall timeout of ${opts.timeout} s` });
-    process.exit(1);
-  }, opts.timeout * 1000);
+  const overall = overallTimeout(result, () => stage, opts.timeout);
 
   try {
-    ctx = await chromium.launchPersistentContext(profile, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: CHROMIUM_FLAGS,
-      viewport: { width: 1280, height: 800 },
-    });
+    ctx = await launchChromium(profile, opts.chromium, { viewport: { width: 1280, height: 800 } });
     pages.a = ctx.pages()[0] ?? (await ctx.newPage());
     pages.b = await ctx.newPage();
     for (const [who, page] of Object.entries(pages)) {
@@ -198,17 +191,7 @@ async function main() {
     result.ok = true;
     result.elapsed_ms = Date.now() - started;
   } catch (e) {
-    result.ok = false;
-    result.stage = e.stage ?? stage;
-    result.reason = e.message ?? String(e);
-    result.diagnostics = {};
-    for (const [who, page] of Object.entries(pages)) {
-      try {
-        result.diagnostics[who] = await pageView(page);
-      } catch (err) {
-        result.diagnostics[who] = { snapshotError: String(err) };
-      }
-    }
+    await recordFailure(result, e, stage, pages, pageView);
     await shoot('failure');
   } finally {
     await closeBrowser(ctx, profile, overall);
